@@ -1,0 +1,254 @@
+"""WebDataset tar shards: a deterministic plan, a byte-reproducible writer and a streaming reader.
+
+One shard task = one Ray task. It decodes and validates its clips, writes one tar (or several
+"parts" when the byte limit is reached) and then, last, a small index JSON. The index is the
+task's commit record: a task whose index exists is done, so a re-run after a crash redoes only
+the missing tasks, and the manifest lists exactly the parts the indexes name (no duplicates).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from data_prep import audio, storage
+from data_prep.records import ClipRecord, LabelVocab, Reject
+
+INDEX_FORMAT = "weaksound-shard-index/1"
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    sample_rate: int = 44100                  # the paper's rate; every clip is resampled to it
+    max_clips_per_shard: int = 1000           # ~0.5-1 GB of 10 s clips at 44.1 kHz FLAC
+    max_shard_bytes: int = 512 * 2**20        # a task rolls over to a new part beyond this
+    limits: audio.ValidationLimits = field(default_factory=audio.ValidationLimits)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """The clips of one shard, in write order. ``name`` is e.g. 'shards/train-000003'."""
+    name: str
+    split: str
+    records: tuple[ClipRecord, ...]
+
+    def fingerprint(self, cfg: ShardConfig) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps(_config_dict(cfg), sort_keys=True).encode())
+        for r in self.records:
+            h.update(json.dumps(r.to_dict(), sort_keys=True).encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardSample:
+    key: str
+    audio: np.ndarray
+    meta: dict
+
+
+def _config_dict(cfg: ShardConfig) -> dict:
+    d = asdict(cfg)
+    d.pop("max_shard_bytes")  # affects only how parts are cut, recorded in each index anyway
+    return d
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sanitize_key(clip_id: str) -> str:
+    """WebDataset splits a member name at its first dot, so keys keep only [A-Za-z0-9_-]."""
+    return _KEY_UNSAFE.sub("_", clip_id) or "_"
+
+
+def _order_key(record: ClipRecord) -> str:
+    # A hash order mixes classes and folds inside every shard (dataset layouts list files sorted by
+    # class) while staying independent of listing order and of the machine: same input, same shards.
+    return hashlib.sha1(record.clip_id.encode()).hexdigest()
+
+
+def plan_shards(records: list[ClipRecord], max_clips_per_shard: int) -> list[ShardTask]:
+    """Deterministic assignment of clips to shards: per split, hash-ordered, fixed-size chunks."""
+    if max_clips_per_shard < 1:
+        raise ValueError("max_clips_per_shard must be >= 1")
+    by_split: dict[str, list[ClipRecord]] = {}
+    for r in records:
+        by_split.setdefault(r.split, []).append(r)
+    tasks = []
+    for split in sorted(by_split):
+        ordered = sorted(by_split[split], key=_order_key)
+        for i in range(0, len(ordered), max_clips_per_shard):
+            tasks.append(ShardTask(f"shards/{split}-{i // max_clips_per_shard:06d}", split,
+                                   tuple(ordered[i:i + max_clips_per_shard])))
+    return tasks
+
+
+def load_audio(location: str, preferred_rate: int) -> tuple[np.ndarray, int]:
+    """Raw samples (frames, channels) and rate of a record's audio location.
+
+    Synthetic clips are rendered directly at ``preferred_rate`` (no resampling needed).
+    """
+    if location.startswith("synthetic:"):
+        from data_prep.sources.synthetic import render_synthetic
+
+        return render_synthetic(location, preferred_rate)[:, None], preferred_rate
+    try:
+        data = storage.read_bytes(location)
+    except FileNotFoundError:
+        raise audio.AudioError("missing_audio", f"{location} does not exist") from None
+    except OSError as e:
+        raise audio.AudioError("unreadable", f"{location}: {e}") from None
+    return audio.decode_bytes(data, location)
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0          # fixed metadata: the same clips give byte-identical tars
+    info.mode = 0o444
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _PartWriter:
+    def __init__(self, name: str, num_classes: int):
+        self.name = name
+        self.buf = io.BytesIO()
+        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.USTAR_FORMAT)
+        self.samples: list[dict] = []
+        self.class_counts = np.zeros(num_classes, dtype=np.int64)
+        self.duration_s = 0.0
+
+    def add(self, key: str, flac: bytes, meta: dict) -> None:
+        _tar_member(self.tar, f"{key}.flac", flac)
+        _tar_member(self.tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        self.samples.append({"key": key, "duration_s": meta["duration_s"], "labels": meta["labels"]})
+        for i in meta["labels"]:
+            self.class_counts[i] += 1
+        self.duration_s += meta["duration_s"]
+
+    def close(self) -> bytes:
+        self.tar.close()
+        return self.buf.getvalue()
+
+
+@dataclass
+class ShardResult:
+    name: str
+    parts: list[dict]
+    rejects: list[dict]
+    clips: int
+    truncated: int
+    bytes: int
+    seconds: float
+    resumed: bool = False
+
+
+def build_shard(task: ShardTask, vocab: LabelVocab, out_url: str, cfg: ShardConfig) -> ShardResult:
+    """Decode, validate and write one shard task; idempotent (a finished task is read back)."""
+    index_url = storage.join(out_url, task.name + ".index.json")
+    fingerprint = task.fingerprint(cfg)
+    if storage.exists(index_url):
+        index = json.loads(storage.read_text(index_url))
+        if index.get("fingerprint") != fingerprint:
+            raise RuntimeError(
+                f"{index_url} was written from different input or settings; "
+                "write to a new --out folder (or delete the old one) instead of mixing two datasets")
+        return _result_from_index(index, resumed=True)
+
+    started = time.perf_counter()
+    rejects: list[dict] = []
+    parts: list[_PartWriter] = []
+    written: list[dict] = []
+    truncated = 0
+    used_keys: set[str] = set()
+    current: _PartWriter | None = None
+    part_bytes = 0
+    for rec in task.records:
+        try:
+            raw, rate = load_audio(rec.audio, cfg.sample_rate)
+            wave, was_truncated = audio.prepare_waveform(raw, rate, cfg.sample_rate, cfg.limits, rec.audio)
+            labels = [vocab.index(label) for label in rec.labels]
+        except audio.AudioError as e:
+            rejects.append(Reject(rec.clip_id, rec.audio, e.reason, e.detail).to_dict())
+            continue
+        except KeyError as e:
+            rejects.append(Reject(rec.clip_id, rec.audio, "unknown_label", f"label {e} not in vocabulary").to_dict())
+            continue
+        truncated += was_truncated
+        flac = audio.encode_flac(wave, cfg.sample_rate)
+        key = sanitize_key(rec.clip_id)
+        if key in used_keys:
+            n = 1
+            while f"{key}_{n}" in used_keys:
+                n += 1
+            key = f"{key}_{n}"
+        used_keys.add(key)
+        meta = {
+            "clip_id": rec.clip_id, "labels": labels, "label_ids": list(rec.labels),
+            "duration_s": round(wave.size / cfg.sample_rate, 6), "num_samples": int(wave.size),
+            "sample_rate": cfg.sample_rate, "split": rec.split, "fold": rec.fold,
+            "source_id": rec.source_id, "audio": rec.audio,
+        }
+        if current is None or (current.samples and part_bytes + len(flac) > cfg.max_shard_bytes):
+            if current is not None:
+                written.append(_flush_part(current, out_url))
+            suffix = "" if not parts else f"-p{len(parts)}"
+            current = _PartWriter(task.name + suffix + ".tar", len(vocab.ids))
+            parts.append(current)
+            part_bytes = 0
+        current.add(key, flac, meta)
+        part_bytes += len(flac) + 2048
+    if current is not None:
+        written.append(_flush_part(current, out_url))
+    index = {
+        "format": INDEX_FORMAT, "name": task.name, "split": task.split, "fingerprint": fingerprint,
+        "parts": written, "rejects": rejects, "truncated": truncated,
+    }  # no timings here: the index must be byte-reproducible
+    storage.write_text_atomic(index_url, json.dumps(index, sort_keys=True))  # commit record, last
+    result = _result_from_index(index, resumed=False)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _flush_part(part: _PartWriter, out_url: str) -> dict:
+    data = part.close()
+    storage.write_bytes_atomic(storage.join(out_url, part.name), data)
+    return {"name": part.name, "num_samples": len(part.samples), "duration_s": round(part.duration_s, 6),
+            "bytes": len(data), "class_counts": part.class_counts.tolist(), "samples": part.samples}
+
+
+def _result_from_index(index: dict, resumed: bool) -> ShardResult:
+    return ShardResult(
+        name=index["name"], parts=index["parts"], rejects=index["rejects"],
+        clips=sum(p["num_samples"] for p in index["parts"]), truncated=index.get("truncated", 0),
+        bytes=sum(p["bytes"] for p in index["parts"]), seconds=0.0, resumed=resumed)
+
+
+def iter_shard(url: str, decode_audio: bool = True) -> Iterator[ShardSample]:
+    """Stream the samples of one shard tar (local or s3://) in stored order."""
+    with storage.open_url(url, "rb") as f:
+        with tarfile.open(fileobj=f, mode="r|") as tar:
+            pending: dict[str, dict[str, bytes]] = {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                data = tar.extractfile(member).read()
+                entry = pending.setdefault(key, {})
+                entry[ext] = data
+                if "flac" in entry and "json" in entry:
+                    del pending[key]
+                    meta = json.loads(entry["json"])
+                    wave = audio.decode_flac(entry["flac"])[0] if decode_audio else np.zeros(0, np.float32)
+                    yield ShardSample(key, wave, meta)
+            if pending:
+                raise ValueError(f"{url}: incomplete samples {sorted(pending)[:5]}")

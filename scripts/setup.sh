@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Idempotent set-up: creates .venv/ at the repository root and installs the project into it.
+# Re-runs are cheap: the install is skipped while pyproject.toml is unchanged since the last one.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+extras="${1:-}"   # "" for the main job, "test" for the test suite
+python_bin="${PYTHON:-python3.11}"
+command -v "$python_bin" >/dev/null 2>&1 || python_bin=python3
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $($python_bin --version)"
+    "$python_bin" -m venv .venv
+fi
+stamp=".venv/.weaksound-installed${extras:+-$extras}"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "[setup] installing weaksound${extras:+[$extras]} into .venv (first time: ~2 minutes)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+    echo "$want" > "$stamp"
+fi

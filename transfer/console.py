@@ -1,0 +1,39 @@
+"""The `weaksound` command: one entry point for every stage of the pipeline.
+
+  weaksound prep SOURCE ...      raw audio + weak labels -> shards + manifest   (data_prep/)
+  weaksound train ...            Ray Train DDP of the weak-label CNN            (trainer/)
+  weaksound embed ...            parallel embedding extraction (Ray)             (transfer/)
+  weaksound transfer TASK ...    SVM / adaptation / semantic experiments         (transfer/)
+  weaksound tag --model M FILE   clip tags and a segment timeline for any audio  (transfer/)
+  weaksound demo ...             all of the above on the embedded synthetic corpus
+
+`weaksound COMMAND --help` explains every option and its default.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "prep": ("data_prep.cli", "raw audio with weak labels -> validated WebDataset shards + manifest"),
+    "train": ("trainer.main", "train the weak-label CNN with Ray Train (DDP), checkpointing and resuming"),
+    "embed": ("transfer.embed", "extract F1/F2 embeddings of a prepared dataset in parallel (Ray)"),
+    "transfer": ("transfer.cli", "transfer experiments: events, scenes, adaptation, semantic relations"),
+    "tag": ("transfer.tag", "clip-level tags and a segment-level timeline for audio files"),
+    "demo": ("transfer.demo", "the main job end to end on the embedded synthetic corpus"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:10s} {text}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
