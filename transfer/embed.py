@@ -1,0 +1,320 @@
+"""`weaksound embed`: F1/F2 embeddings of every clip of a prepared dataset, in parallel with Ray.
+
+One Ray actor per CPU core (or per GPU) loads the exported model once; each shard is one call.
+Per clip it stores the segment-level F1 (K x F1) and F2 (K x C_source) outputs and their
+recording-level max()/avg() mappings, with the clip's key, labels, fold and source recording.
+
+Output layout (local folder or s3://):
+  <OUT>/shards/<shard>.npz   one per input shard, written atomically (numpy arrays, no pickle)
+  <OUT>/embeddings.json      written last: model, data, vocabularies, files, totals
+
+A re-run skips shards whose .npz exists, so an interrupted extraction resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep import storage  # noqa: E402
+from data_prep.manifest import read_manifest  # noqa: E402
+from data_prep.shards import iter_shard  # noqa: E402
+
+FORMAT = "weaksound-embeddings/1"
+INDEX = "embeddings.json"
+
+
+def _batches(samples, batch_seconds: float, sample_rate: int):
+    """Consecutive samples grouped while (clips x longest) stays within the budget."""
+    batch, longest = [], 0
+    for s in samples:
+        n = s.audio.size
+        if batch and max(longest, n) * (len(batch) + 1) > batch_seconds * sample_rate:
+            yield batch
+            batch, longest = [], 0
+        batch.append(s)
+        longest = max(longest, n)
+    if batch:
+        yield batch
+
+
+def embed_samples(exported, log_mel, samples, batch_seconds: float = 60.0) -> dict[str, np.ndarray]:
+    """Model outputs for an iterable of ShardSamples -> the per-shard arrays (see module doc)."""
+    import torch
+
+    device = next(exported.model.parameters()).device
+    rate = exported.frontend.sample_rate
+    rows = {k: [] for k in ("key", "clip_id", "split", "source_id", "fold", "duration_s", "label_offsets",
+                            "label_values", "f1_seg", "f2_seg", "seg_counts")}
+    for batch in _batches(samples, batch_seconds, rate):
+        for s in batch:
+            if s.meta["sample_rate"] != rate:
+                raise ValueError(f"{s.meta['clip_id']}: shard audio is {s.meta['sample_rate']} Hz but the model "
+                                 f"expects {rate} Hz; prep the data with --sample-rate {rate}")
+        lengths = torch.tensor([s.audio.size for s in batch])
+        wave = torch.zeros(len(batch), int(lengths.max()))
+        for i, s in enumerate(batch):
+            wave[i, : s.audio.size] = torch.from_numpy(s.audio)
+        with torch.inference_mode():
+            feats, frames = log_mel(wave.to(device), lengths.to(device))
+            out = exported.model(feats, frames)
+        f1, f2, counts = out.f1.float().cpu().numpy(), out.segments.float().cpu().numpy(), out.num_segments.cpu()
+        for i, s in enumerate(batch):
+            k = int(counts[i])
+            rows["f1_seg"].append(f1[i, :k])
+            rows["f2_seg"].append(f2[i, :k])
+            rows["seg_counts"].append(k)
+            rows["key"].append(s.key)
+            rows["clip_id"].append(s.meta["clip_id"])
+            rows["split"].append(s.meta["split"])
+            rows["source_id"].append(s.meta.get("source_id") or "")
+            rows["fold"].append(s.meta.get("fold") or 0)
+            rows["duration_s"].append(s.meta["duration_s"])
+            rows["label_values"].extend(s.meta["labels"])
+            rows["label_offsets"].append(len(s.meta["labels"]))
+    counts = np.asarray(rows["seg_counts"], dtype=np.int64)
+    f1_dim, f2_dim = exported.architecture.f1_channels, exported.architecture.num_classes
+    f1_seg = np.concatenate(rows["f1_seg"]) if rows["f1_seg"] else np.zeros((0, f1_dim), np.float32)
+    f2_seg = np.concatenate(rows["f2_seg"]) if rows["f2_seg"] else np.zeros((0, f2_dim), np.float32)
+    seg_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    pooled = {}
+    for name, seg in (("f1", f1_seg), ("f2", f2_seg)):
+        pooled[f"{name}_max"] = np.stack([seg[a:b].max(0) for a, b in zip(seg_offsets[:-1], seg_offsets[1:])]) \
+            if counts.size else np.zeros((0, seg.shape[1]), np.float32)
+        pooled[f"{name}_avg"] = np.stack([seg[a:b].mean(0) for a, b in zip(seg_offsets[:-1], seg_offsets[1:])]) \
+            if counts.size else np.zeros((0, seg.shape[1]), np.float32)
+    return {
+        "key": np.asarray(rows["key"], dtype=str), "clip_id": np.asarray(rows["clip_id"], dtype=str),
+        "split": np.asarray(rows["split"], dtype=str), "source_id": np.asarray(rows["source_id"], dtype=str),
+        "fold": np.asarray(rows["fold"], dtype=np.int64), "duration_s": np.asarray(rows["duration_s"], np.float32),
+        "label_offsets": np.concatenate([[0], np.cumsum(rows["label_offsets"])]).astype(np.int64),
+        "label_values": np.asarray(rows["label_values"], dtype=np.int64),
+        "seg_offsets": seg_offsets, "f1_seg": f1_seg.astype(np.float32), "f2_seg": f2_seg.astype(np.float32),
+        **{k: v.astype(np.float32) for k, v in pooled.items()},
+    }
+
+
+def _npz_name(shard_name: str) -> str:
+    """shards/train-000000.tar -> shards/train-000000.npz (relative to the embeddings folder)."""
+    return shard_name.rsplit(".tar", 1)[0] + ".npz"
+
+
+def save_arrays(url: str, arrays: dict[str, np.ndarray]) -> int:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # plain numeric/unicode arrays: readable with allow_pickle=False
+    data = buf.getvalue()
+    storage.write_bytes_atomic(url, data)
+    return len(data)
+
+
+def load_arrays(url: str) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(storage.read_bytes(url)), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+class ShardEmbedder:
+    """Holds one loaded model; embeds whole shards. Used as a Ray actor and in-process."""
+
+    def __init__(self, model_url: str, batch_seconds: float, device: str = "cpu", threads: int = 1):
+        import torch
+
+        from trainer.export import load_exported
+
+        storage.register_webdataset_s3()
+        if device == "cpu":
+            torch.set_num_threads(max(1, threads))
+        self.exported = load_exported(model_url, device=device)
+        self.log_mel = self.exported.log_mel()
+        self.batch_seconds = batch_seconds
+
+    def embed_shard(self, shard_url: str, out_url: str) -> dict:
+        started = time.perf_counter()
+        arrays = embed_samples(self.exported, self.log_mel, iter_shard(shard_url), self.batch_seconds)
+        size = save_arrays(out_url, arrays)
+        return {"clips": int(arrays["key"].size), "audio_s": float(arrays["duration_s"].sum()),
+                "bytes": size, "seconds": time.perf_counter() - started}
+
+
+@dataclass
+class EmbedSummary:
+    clips: int
+    shards_done: int
+    shards_skipped: int
+    seconds: float
+    audio_s: float
+
+    def line(self) -> str:
+        rate = self.clips / self.seconds if self.seconds else 0.0
+        return (f"embedded {self.clips} clips from {self.shards_done} shards ({self.shards_skipped} already done) "
+                f"in {self.seconds:.1f} s: {rate:.1f} clips/s, {self.audio_s / max(self.seconds, 1e-9):.0f}x real time")
+
+
+def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all", batch_seconds: float = 60.0,
+              executor: str = "ray", actors: int = 0, address: str | None = None, progress: bool = True,
+              telemetry=None) -> EmbedSummary:
+    """Embed every clip of ``split`` of the dataset at ``data_url`` into ``out_url``."""
+    from trainer.export import CONFIG
+
+    started = time.perf_counter()
+    manifest = read_manifest(data_url)
+    model_doc = json.loads(storage.read_text(storage.join(model_url, CONFIG)))
+    if model_doc["frontend"]["sample_rate"] != manifest.sample_rate:
+        raise ValueError(f"{data_url} is sampled at {manifest.sample_rate} Hz but the model at {model_url} expects "
+                         f"{model_doc['frontend']['sample_rate']} Hz: prep it with --sample-rate "
+                         f"{model_doc['frontend']['sample_rate']}")
+    shards = manifest.shards_of(split)
+    jobs = []
+    for entry in shards:
+        out = storage.join(out_url, _npz_name(entry.name))
+        jobs.append((entry, storage.join(manifest.url, entry.name), out))
+    todo = [j for j in jobs if not storage.exists(j[2])]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(e.num_samples for e, _, _ in jobs), desc="embed", unit="clip", dynamic_ncols=True)
+        bar.update(sum(e.num_samples for e, _, out in jobs if (e, _, out) not in todo))
+    clips, audio_s = 0, 0.0
+
+    def done(result: dict) -> None:
+        nonlocal clips, audio_s
+        clips += result["clips"]
+        audio_s += result["audio_s"]
+        if bar is not None:
+            bar.update(result["clips"])
+            bar.set_postfix(clips_per_s=f"{clips / (time.perf_counter() - started):.1f}")
+        if telemetry is not None:
+            telemetry.record_embed(result)
+
+    if executor == "local":
+        embedder = ShardEmbedder(model_url, batch_seconds, threads=os.cpu_count() or 1)
+        for _, shard_url, out in todo:
+            done(embedder.embed_shard(shard_url, out))
+    elif todo:
+        import ray
+        from ray.util import ActorPool
+
+        from data_prep.ray_runtime import ensure_ray
+
+        ensure_ray(address)
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n = actors or (gpus if gpus else cpus)
+        n = max(1, min(n, len(todo)))
+        opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
+        actor_cls = ray.remote(**opts)(ShardEmbedder)
+        pool = ActorPool([actor_cls.remote(model_url, batch_seconds, "cuda" if gpus else "cpu", 1)
+                          for _ in range(n)])
+        for result in pool.map_unordered(lambda a, job: a.embed_shard.remote(job[1], job[2]), todo):
+            done(result)
+    if bar is not None:
+        bar.close()
+
+    index = {
+        "format": FORMAT, "model": model_url, "data": data_url, "dataset": manifest.dataset, "split": split,
+        "sample_rate": manifest.sample_rate,
+        "target_vocabulary": list(manifest.vocabulary),
+        "source_vocabulary": model_doc["vocabulary"],
+        "f1_dim": model_doc["architecture"]["f1_channels"], "f2_dim": model_doc["architecture"]["num_classes"],
+        "files": [{"name": _npz_name(e.name), "shard": e.name, "num_clips": e.num_samples} for e, _, _ in jobs],
+        "num_clips": sum(e.num_samples for e, _, _ in jobs),
+    }
+    storage.write_text_atomic(storage.join(out_url, INDEX), json.dumps(index, indent=1))
+    return EmbedSummary(clips, len(todo), len(jobs) - len(todo), time.perf_counter() - started, audio_s)
+
+
+@dataclass
+class Embeddings:
+    """All clips of an embedding folder, concatenated in manifest order."""
+    index: dict
+    arrays: dict[str, np.ndarray]
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.arrays["key"].size)
+
+    def labels(self) -> list[list[int]]:
+        off, val = self.arrays["label_offsets"], self.arrays["label_values"]
+        return [val[a:b].tolist() for a, b in zip(off[:-1], off[1:])]
+
+    def single_labels(self) -> np.ndarray:
+        """The label of each clip of a single-label task (raises if a clip has 0 or >1 labels)."""
+        labels = self.labels()
+        bad = [i for i, l in enumerate(labels) if len(l) != 1]
+        if bad:
+            raise ValueError(f"{len(bad)} clips do not have exactly one label (first: {self.arrays['clip_id'][bad[0]]})")
+        return np.asarray([l[0] for l in labels], dtype=np.int64)
+
+    def segments(self, layer: str) -> list[np.ndarray]:
+        seg, off = self.arrays[f"{layer.lower()}_seg"], self.arrays["seg_offsets"]
+        return [seg[a:b] for a, b in zip(off[:-1], off[1:])]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [v["name"] for v in self.index["target_vocabulary"]]
+
+    @property
+    def source_names(self) -> list[str]:
+        return [v["name"] for v in self.index["source_vocabulary"]]
+
+
+def load_embeddings(url: str) -> Embeddings:
+    try:
+        index = json.loads(storage.read_text(storage.join(url, INDEX)))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {INDEX} under {url}: run `weaksound embed` first") from None
+    if index.get("format") != FORMAT:
+        raise ValueError(f"{url}: not a {FORMAT} folder")
+    parts = [load_arrays(storage.join(url, f["name"])) for f in index["files"]]
+    arrays: dict[str, np.ndarray] = {}
+    for key in parts[0]:
+        if key in ("seg_offsets", "label_offsets"):
+            offsets, base = [np.zeros(1, np.int64)], 0
+            for p in parts:
+                offsets.append(p[key][1:] + base)
+                base += int(p[key][-1])
+            arrays[key] = np.concatenate(offsets)
+        else:
+            arrays[key] = np.concatenate([p[key] for p in parts])
+    return Embeddings(index, arrays)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="weaksound embed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="exported model folder/URL (model.safetensors + config.json)")
+    p.add_argument("--data", required=True, help="prepared dataset URL (with manifest.json)")
+    p.add_argument("--out", required=True, help="output URL for the embeddings (local folder or s3://)")
+    p.add_argument("--split", default="all", help="manifest split to embed, or 'all' (default: %(default)s)")
+    p.add_argument("--batch-seconds", type=float, default=60.0,
+                   help="padded audio seconds per forward pass; bounds memory (default: %(default)s)")
+    p.add_argument("--actors", type=int, default=0,
+                   help="model actors; 0 = one per GPU, else one per CPU core (default: %(default)s)")
+    p.add_argument("--executor", choices=("ray", "local"), default="ray",
+                   help="ray: actors over the cluster; local: this process (default: %(default)s)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    storage.register_webdataset_s3()
+    summary = run_embed(args.model, args.data, args.out, split=args.split, batch_seconds=args.batch_seconds,
+                        executor=args.executor, actors=args.actors, address=args.address,
+                        progress=not args.no_progress)
+    print(f"[embed] {summary.line()} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
