@@ -42,7 +42,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-in-flight", type=int, default=0,
                    help="shard tasks submitted at once; 0 = twice the cluster's CPUs (default: %(default)s)")
     p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve Prometheus metrics of this driver on 127.0.0.1:PORT; 0 = off (default: %(default)s)")
+                   help="serve this driver's Prometheus metrics on 127.0.0.1:PORT; 0 = export them through "
+                        "Ray's metrics exporter instead (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
 
 
@@ -117,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         max_shard_bytes=int(args.max_shard_mb * 2**20),
         limits=audio.ValidationLimits(min_duration_s=args.min_duration, min_sample_rate=args.min_input_rate,
                                       max_duration_s=args.max_duration))
-    telemetry = None
-    if args.metrics_port:
-        from data_prep.telemetry import PrepTelemetry
+    from data_prep.telemetry import Telemetry
 
-        telemetry = PrepTelemetry.serve(args.metrics_port, run=args.out)
+    run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
+    if args.metrics_port:  # a process outside Ray's exporter: serve our own /metrics
+        telemetry = Telemetry("prometheus", run=run_name, kind="prep")
+        telemetry.serve(args.metrics_port)
+    else:  # ride Ray's per-node metrics exporter (no-op without Ray)
+        telemetry = Telemetry("ray" if args.executor == "ray" else "none", run=run_name, kind="prep")
     total_written = 0
     for listing, out in _listings(args):
         summary = run_prep(listing, out, cfg, executor=args.executor, address=args.address,
