@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         telemetry = Telemetry("prometheus", run=run_name, kind="prep")
         telemetry.serve(args.metrics_port)
     else:  # ride Ray's per-node metrics exporter (no-op without Ray)
+        if args.executor == "ray":
+            from data_prep.ray_runtime import ensure_ray
+
+            ensure_ray(args.address)
         telemetry = Telemetry("ray" if args.executor == "ray" else "none", run=run_name, kind="prep")
     total_written = 0
     for listing, out in _listings(args):
