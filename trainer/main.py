@@ -1,0 +1,308 @@
+"""Train the weak-label CNN with Ray Train (V2): the driver and its command line.
+
+Local (starts a Ray on this machine when none is running; CPU, 2 DDP workers)::
+
+    python trainer/main.py --data out/shards --out runs --name demo --preset cpu-small --workers 2
+
+Against a running cluster (``ray start --head`` here, or KubeRay), shipping the code::
+
+    RAY_AUTH_MODE=disabled ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python trainer/main.py --data s3://bucket/audioset --out s3://bucket/runs --name as-r1 \\
+        --preset paper --workers 8 --use-gpu
+
+As a console command (same options): ``weaksound train --data ... --name ...``.
+
+The same ``--out`` + ``--name`` resumes the run from its last checkpoint (after a crash, a
+preemption, or to train more ``--epochs``); a new run needs a new name. Outputs under
+``<out>/<name>/``: Ray's ``checkpoint_*`` folders (last ``--keep-last``), ``metrics.json`` (per-epoch
+training and eval metrics, per-class AP, mAP by duration), ``curves.png``, ``best/`` (best eval mAP)
+and ``model/`` (final export: model.safetensors + config.json, see trainer/export.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:  # `python trainer/main.py` puts trainer/ first, not the repo root
+    sys.path.insert(0, REPO)
+
+from data_prep import storage  # noqa: E402
+from trainer.config import PRESETS, TrainConfig, apply_overrides, preset  # noqa: E402
+
+__all__ = ["main", "build_parser", "resolve_config", "run"]
+
+_FLAGS = {  # CLI flag -> TrainConfig field (top level)
+    "data": "data", "eval_data": "eval_data", "out": "out", "name": "name", "workers": "workers",
+    "epochs": "epochs", "use_gpu": "use_gpu", "cpus_per_worker": "cpus_per_worker", "seed": "seed",
+    "keep_last": "keep_last_k", "max_failures": "max_failures",
+}
+
+
+def _preset_defaults(field: str) -> str:
+    vals = {name: getattr(cfg, field) for name, cfg in PRESETS.items()}
+    if len(set(map(str, vals.values()))) == 1:
+        return str(next(iter(vals.values())))
+    return ", ".join(f"{k}: {v}" for k, v in vals.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="weaksound train",
+        description="Train the weak-label CNN of Kumar et al. (ICASSP 2018) on prepared shards with Ray Train. "
+                    "Preset 'paper' is the paper's network N_S (44.1 kHz, 128 mel, 16..512 channels, F1 1024); "
+                    "'cpu-small' is a narrow 16 kHz model of the same family for CPU demos.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, metavar="URL",
+                   help="training shards: folder or s3:// prefix holding manifest.json (required; no default)")
+    p.add_argument("--eval-data", metavar="URL",
+                   help="evaluation shards (default: the 'eval' split of --data, if it has one; else no eval)")
+    p.add_argument("--out", metavar="URL", help="checkpoint storage, folder or s3:// (default: runs)")
+    p.add_argument("--name", metavar="RUN", help="run name; the same --out and --name resume (default: weaksound)")
+    p.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                   help="model/front-end/data preset (default: paper = the paper's N_S)")
+    p.add_argument("--workers", type=int, metavar="N", help=f"DDP workers (default: {_preset_defaults('workers')})")
+    p.add_argument("--epochs", type=int, metavar="N", help=f"epochs (default: {_preset_defaults('epochs')})")
+    p.add_argument("--use-gpu", action="store_true", default=None,
+                   help="one GPU per worker, NCCL, bf16 autocast (default: off, CPU + gloo)")
+    p.add_argument("--cpus-per-worker", type=float, metavar="N",
+                   help=f"CPUs reserved per worker (default: {_preset_defaults('cpus_per_worker')})")
+    p.add_argument("--seed", type=int, help=f"base random seed (default: {_preset_defaults('seed')})")
+    p.add_argument("--keep-last", type=int, metavar="K",
+                   help=f"checkpoints kept, best-by-mAP model is exported to best/ as well "
+                        f"(default: {_preset_defaults('keep_last_k')})")
+    p.add_argument("--max-failures", type=int, metavar="N",
+                   help=f"worker-group restarts from the last checkpoint, -1 = unlimited "
+                        f"(default: {_preset_defaults('max_failures')})")
+    p.add_argument("--steps-per-epoch", type=int, metavar="N",
+                   help="optimizer steps per epoch and rank (default: 0 = derived from the manifest)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. optim.lr=3e-4 or loader.batch_seconds=80 "
+                        "(repeatable; default: none); see trainer/config.py")
+    p.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join (default: $RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--num-cpus", type=int, metavar="N",
+                   help="CPUs of a local Ray started by this command (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: bar shown)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as JSON and exit (default: train)")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Preset -> CLI flags -> ``--set`` overrides, validated by the dataclasses."""
+    cfg = preset(args.preset)
+    d = dataclasses.asdict(cfg)
+    for flag, field in _FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            d[field] = v
+    if args.steps_per_epoch is not None:
+        d["loader"]["steps_per_epoch"] = args.steps_per_epoch
+    cfg = TrainConfig.from_dict(d)
+    cfg = apply_overrides(cfg, args.set)
+    if cfg.out and not storage.is_remote(cfg.out):
+        cfg = dataclasses.replace(cfg, out=os.path.abspath(cfg.out))  # Ray needs an absolute local path
+    return cfg
+
+
+def _progress_actor_class():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class TrainProgress:
+        """Workers push their latest numbers here; the driver's progress bar polls it."""
+
+        def __init__(self):
+            self.ranks: dict[int, dict] = {}
+
+        def update(self, rank: int, info: dict) -> None:
+            self.ranks[rank] = info
+
+        def get(self) -> dict:
+            return self.ranks
+
+    return TrainProgress
+
+
+def _poll_progress(actor, stop: threading.Event, enabled: bool) -> None:
+    import ray
+    from tqdm import tqdm
+
+    bar, bar_epoch = None, None
+    while not stop.wait(0.5):
+        try:
+            ranks = ray.get(actor.get.remote(), timeout=5)
+        except Exception:  # the actor is best effort; training goes on without a bar
+            continue
+        if not ranks or not enabled:
+            continue
+        r0 = ranks.get(0) or next(iter(ranks.values()))
+        if r0["epoch"] != bar_epoch or bar is None:
+            if bar is not None:
+                bar.close()
+            bar_epoch = r0["epoch"]
+            bar = tqdm(total=r0["steps_per_epoch"], initial=r0["step_in_epoch"], desc=f"epoch {bar_epoch + 1}/{r0['epochs']}", unit="step",
+                       dynamic_ncols=True, file=sys.stderr)
+        bar.n = r0["step_in_epoch"]
+        bar.set_postfix(loss=f"{r0['loss']:.4f}", clips_s=f"{sum(r['clips_per_s'] for r in ranks.values()):.1f}",
+                        data_wait=f"{100 * max(r['data_wait'] for r in ranks.values()):.0f}%", refresh=False)
+        bar.refresh()
+    if bar is not None:
+        bar.close()
+
+
+def plot_curves(history: list[dict], path_url: str) -> None:
+    """PNG of training loss, eval mAP/AUC and throughput per epoch."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] + 1 for h in history]
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax[0].plot(ep, [h["train_loss"] for h in history], "o-")
+    ax[0].set(title="training loss (BCE)", xlabel="epoch")
+    if any(h.get("eval_mAP") is not None for h in history):
+        ax[1].plot(ep, [h.get("eval_mAP") for h in history], "o-", label="mAP")
+        ax[1].plot(ep, [h.get("eval_auc") for h in history], "s-", label="mean AUC")
+        ax[1].legend()
+    ax[1].set(title="evaluation", xlabel="epoch")
+    ax[2].plot(ep, [h["clips_per_s"] for h in history], "o-", label="clips/s")
+    ax[2].plot(ep, [h["audio_s_per_s"] for h in history], "s-", label="audio s/s")
+    ax[2].legend()
+    ax[2].set(title="training throughput (all ranks)", xlabel="epoch")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    storage.write_bytes_atomic(path_url, buf.getvalue())
+
+
+def _storage_for_ray(url: str):
+    """(storage_path, storage_filesystem) for RunConfig: s3 goes through our s3fs settings."""
+    if url.startswith("s3://"):
+        import pyarrow.fs
+
+        fs = pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(storage.s3_filesystem()))
+        return url[len("s3://"):], fs
+    return url, None
+
+
+def run(cfg: TrainConfig, *, address: str | None = None, num_cpus: int | None = None, progress: bool = True) -> dict:
+    """Plan, fit, export. Returns a summary dict (also what main prints)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # a local Ray started below hands this to its workers, so they import trainer/ and data_prep/
+    os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from data_prep.manifest import read_manifest
+    from data_prep.ray_runtime import ensure_ray
+    from trainer.checkpoint import load_checkpoint
+    from trainer.data import plan_epoch
+    from trainer.export import export_model
+    from trainer.loop import METRICS_FILE, train_loop_per_worker
+    from trainer.model import WeakLabelCNN
+
+    if not cfg.data:
+        raise ValueError("--data is required (a folder or s3:// prefix with manifest.json)")
+    train_m = read_manifest(cfg.data)
+    if train_m.sample_rate != cfg.frontend.sample_rate:
+        raise ValueError(f"{cfg.data} holds {train_m.sample_rate} Hz audio but preset {cfg.preset!r} expects "
+                         f"{cfg.frontend.sample_rate} Hz: prepare shards at that rate, or pass "
+                         f"--set frontend.sample_rate={train_m.sample_rate} (and matching n_fft/hop_length)")
+    eval_m = read_manifest(cfg.eval_data) if cfg.eval_data else train_m
+    if eval_m.class_ids != train_m.class_ids:
+        raise ValueError(f"{cfg.eval_data}: vocabulary differs from {cfg.data}; eval scores would be misaligned")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=train_m.num_classes))
+    train_plan = plan_epoch(train_m, cfg.loader.train_split, cfg.loader, cfg.workers, train=True, seed=cfg.seed)
+    eval_plan = None
+    if cfg.loader.eval_split in eval_m.splits:
+        eval_plan = plan_epoch(eval_m, cfg.loader.eval_split, cfg.loader, cfg.workers, train=False)
+    else:
+        print(f"[trainer] no {cfg.loader.eval_split!r} split in {eval_m.url}: training without evaluation",
+              flush=True)
+
+    ensure_ray(address, num_cpus=num_cpus)
+    run_dir = storage.join(cfg.out, cfg.name)
+    actor_name = f"weaksound-progress-{cfg.name}"  # one live run per name (the storage is shared too)
+    actor = _progress_actor_class().options(name=actor_name).remote()
+    vocabulary = [{"index": v["index"], "id": v["id"], "name": v["name"]} for v in train_m.vocabulary]
+    loop_config = {"train": dataclasses.asdict(cfg), "train_plan": train_plan.to_dict(),
+                   "eval_plan": eval_plan.to_dict() if eval_plan else None, "vocabulary": vocabulary,
+                   "run_dir": run_dir, "progress_actor": actor_name}
+    storage_path, storage_fs = _storage_for_ray(cfg.out)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_last_k)),
+    )
+    print(f"[trainer] run {cfg.name!r} -> {run_dir}: {cfg.workers} workers, {cfg.epochs} epochs x "
+          f"{train_plan.steps_per_epoch} steps; train {train_plan.num_clips} clips, "
+          f"eval {eval_plan.num_clips if eval_plan else 0} clips", flush=True)
+    stop = threading.Event()
+    poller = threading.Thread(target=_poll_progress, args=(actor, stop, progress), daemon=True)
+    poller.start()
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+        ray.kill(actor)
+    if result.error:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {cfg.name!r} finished without any checkpoint")
+
+    # final export from the last checkpoint (the weights the run ended with)
+    model = WeakLabelCNN(cfg.model, cfg.frontend.n_mels)
+    with result.checkpoint.as_directory() as d:
+        info = load_checkpoint(d, model=model, restore_rng=False)
+    metrics_doc = json.loads(storage.read_text(storage.join(run_dir, METRICS_FILE)))
+    history = metrics_doc["epochs"]
+    last = history[-1] if history else {}
+    export_model(storage.join(run_dir, "model"), model.eval(), frontend=cfg.frontend, architecture=cfg.model,
+                 vocabulary=vocabulary, training={"run": cfg.name, "epoch": info["counters"]["epoch"],
+                                                  "step": info["counters"]["step"], "eval_mAP": last.get("eval_mAP"),
+                                                  "best": metrics_doc.get("best")})
+    if history:
+        plot_curves(history, storage.join(run_dir, "curves.png"))
+    summary = {"run": cfg.name, "run_dir": run_dir, "epochs_done": info["counters"]["epoch"] + 1,
+               "global_step": info["counters"]["step"], "starts": info["counters"]["starts"],
+               "train_loss": last.get("train_loss"), "eval_mAP": last.get("eval_mAP"),
+               "eval_auc": last.get("eval_auc"), "best": metrics_doc.get("best"),
+               "checkpoint": result.checkpoint.path, "export": storage.join(run_dir, "model"),
+               "seconds": round(time.perf_counter() - started, 1)}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = resolve_config(args)
+    if args.print_config:
+        print(json.dumps(dataclasses.asdict(cfg), indent=1))
+        return 0
+    summary = run(cfg, address=args.address, num_cpus=args.num_cpus, progress=not args.no_progress)
+    print("[trainer] done: " + json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
