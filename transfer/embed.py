@@ -151,6 +151,7 @@ class EmbedSummary:
     shards_skipped: int
     seconds: float
     audio_s: float
+    busy_s: float = 0.0     # summed time the model actors spent on shards (excludes start-up)
 
     def line(self) -> str:
         rate = self.clips / self.seconds if self.seconds else 0.0
@@ -183,12 +184,13 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
 
         bar = tqdm(total=sum(e.num_samples for e, _, _ in jobs), desc="embed", unit="clip", dynamic_ncols=True)
         bar.update(sum(e.num_samples for e, _, out in jobs if (e, _, out) not in todo))
-    clips, audio_s = 0, 0.0
+    clips, audio_s, busy_s = 0, 0.0, 0.0
 
     def done(result: dict) -> None:
-        nonlocal clips, audio_s
+        nonlocal clips, audio_s, busy_s
         clips += result["clips"]
         audio_s += result["audio_s"]
+        busy_s += result["seconds"]
         if bar is not None:
             bar.update(result["clips"])
             bar.set_postfix(clips_per_s=f"{clips / (time.perf_counter() - started):.1f}")
@@ -229,7 +231,7 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         "num_clips": sum(e.num_samples for e, _, _ in jobs),
     }
     storage.write_text_atomic(storage.join(out_url, INDEX), json.dumps(index, indent=1))
-    return EmbedSummary(clips, len(todo), len(jobs) - len(todo), time.perf_counter() - started, audio_s)
+    return EmbedSummary(clips, len(todo), len(jobs) - len(todo), time.perf_counter() - started, audio_s, busy_s)
 
 
 @dataclass
