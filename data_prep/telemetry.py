@@ -30,7 +30,6 @@ value fails loudly instead of blowing up Prometheus.
 """
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -265,21 +264,25 @@ class _RaySink:
     """ray.util.metrics objects, exported by the node's metrics agent with a ``ray_`` prefix."""
 
     def __init__(self) -> None:
-        import ray
+        import ray  # noqa: F401  (fail early when Ray is not installed)
 
-        if not ray.is_initialized():
-            raise RuntimeError("backend='ray' needs a connected Ray driver or worker (call ray.init() "
-                               "first, or run inside a Ray task/actor/Train worker); outside Ray use "
-                               "backend='prometheus' and Telemetry.serve()")
         self._metrics: dict[str, Any] = {}
 
     def _get(self, spec: MetricSpec):
         metric = self._metrics.get(spec.name)
         if metric is None:
+            # Checked at the first value, not at construction: a driver may build its Telemetry
+            # before it connects (ray.init) and record only after.
+            import ray
             from ray.util import metrics as rm
 
+            if not ray.is_initialized():
+                raise RuntimeError("backend='ray' records through a connected Ray driver or worker (call "
+                                   "ray.init() first, or record inside a Ray task/actor/Train worker); "
+                                   "outside Ray use backend='prometheus' and Telemetry.serve()")
+
             if spec.kind == "counter":
-                # Ray >= 2.10 exports counters with a _total suffix that is not doubled.
+                # Ray (>= 2.10; checked on 2.60) exports "x_total" once as ray_x_total, not x_total_total.
                 metric = rm.Counter(spec.name, spec.help, tag_keys=spec.tag_keys)
             elif spec.kind == "gauge":
                 metric = rm.Gauge(spec.name, spec.help, tag_keys=spec.tag_keys)

@@ -174,8 +174,11 @@ def test_ray_backend_needs_a_ray_process():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray session is active in this test process")
+    tel = Telemetry("ray", run="r", kind="prep")  # a driver may build it before ray.init ...
     with pytest.raises(RuntimeError, match="ray.init"):
-        Telemetry("ray", run="r", kind="prep")
+        tel.counter("weaksound_prep_clips_total").inc()  # ... but not record without Ray
+    with pytest.raises(RuntimeError, match="Ray's metrics exporter"):
+        tel.serve(0)
     assert tm.default_backend() == "none"
 
 
