@@ -49,6 +49,10 @@ def _bar_png(values, names, path, title, ylabel, chance=None) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _edge(seconds) -> str:
+    return "inf" if seconds is None or seconds > 1e9 else f"{seconds:g}"
+
+
 def _fmt(x, digits=3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
@@ -77,8 +81,7 @@ def training_section(run_dir: str, out_dir: str) -> list[str]:
         lines += ["![per-class AP](per_class_ap.png)", ""]
     if last.get("eval_map_by_duration"):
         buckets = last["eval_map_by_duration"]
-        labels = [f"{b['lo_s']:g}-{'inf' if b['hi_s'] is None or b['hi_s'] > 1e9 else f'{b['hi_s']:g}'} s\n"
-                  f"n={b['num_clips']}" for b in buckets]
+        labels = [f"{_edge(b['lo_s'])}-{_edge(b['hi_s'])} s, n={b['num_clips']}" for b in buckets]
         _bar_png([b["mAP"] for b in buckets], labels, os.path.join(out_dir, "map_by_duration.png"),
                  "Eval mAP by clip duration (last epoch)", "mAP")
         lines += ["![mAP by duration](map_by_duration.png)", ""]
