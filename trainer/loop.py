@@ -121,8 +121,20 @@ def _progress_handle(name: str | None):
         return None
 
 
+def quiet_ray_train_reports() -> None:
+    """Ray Train V2 logs every report with all its metrics at INFO on every rank; our own
+    one-line epoch summary and the driver's progress bar say the same, once."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as ray_train_context
+
+    logging.getLogger(ray_train_context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray.train
+
+    quiet_ray_train_reports()
     import ray.train.torch
 
     # -- config --------------------------------------------------------------------------------
@@ -166,8 +178,7 @@ def train_loop_per_worker(config: dict) -> None:
     # (3) DDP
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
-    if rank == 0:
-        print("[trainer] config:\n" + json.dumps(asdict(cfg), indent=1), flush=True)
+    if rank == 0:  # (the driver prints the whole config once, before the fit)
         print(f"[trainer] {sum(p.numel() for p in raw.parameters()):,} parameters; {steps_per_epoch} steps/epoch "
               f"x {world} ranks; train {train_plan.num_clips} clips ({train_plan.audio_seconds / 3600:.2f} h)",
               flush=True)

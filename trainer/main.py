@@ -253,6 +253,7 @@ def run(cfg: TrainConfig, *, address: str | None = None, num_cpus: int | None = 
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_last_k)),
     )
+    print("[trainer] config: " + json.dumps(dataclasses.asdict(cfg), separators=(",", ":")), flush=True)
     print(f"[trainer] run {cfg.name!r} -> {run_dir}: {cfg.workers} workers, {cfg.epochs} epochs x "
           f"{train_plan.steps_per_epoch} steps; train {train_plan.num_clips} clips, "
           f"eval {eval_plan.num_clips if eval_plan else 0} clips", flush=True)

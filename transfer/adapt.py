@@ -283,6 +283,10 @@ def adapt_loop_per_worker(config: dict) -> None:
     """
     import ray.train
     import ray.train.torch
+
+    from trainer.loop import quiet_ray_train_reports
+
+    quiet_ray_train_reports()
     import torch
     import torch.distributed as dist
     from safetensors.torch import save_file
