@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from audio_fixtures import tree_bytes
@@ -38,7 +37,6 @@ def _prep_cmd(root: Path, csv: Path, out: Path, executor: str) -> list[str]:
             "--no-progress"]
 
 
-@pytest.mark.slow
 def test_killing_the_prep_driver_and_rerunning_gives_byte_identical_output(tmp_path):
     csv = _folder_layout(tmp_path, 80)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"

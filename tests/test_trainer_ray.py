@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from data_prep import storage
-from tests.test_trainer_data import make_tone_dataset
+from test_trainer_data import make_tone_dataset
 from trainer.export import load_exported
 from trainer.main import main
 
-pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
