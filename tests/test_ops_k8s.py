@@ -9,32 +9,21 @@ base's own files are still validated one by one.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from test_ops_prometheus import load_ops_module
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = ("dev-cpu", "prod-gpu")
 
 
-def _load(rel: str):
-    """Import a script of cluster/ (not a package) by path."""
-    name = "weaksound_ops_" + Path(rel).stem
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / rel)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-validate = _load("cluster/validate.py")
-generate = _load("cluster/generate.py")
+validate = load_ops_module("cluster/validate.py")
+generate = load_ops_module("cluster/generate.py")
 
 needs_kubectl = pytest.mark.skipif(not validate.kustomize_available(),
                                    reason="kubectl not installed: `kubectl kustomize` renders the overlays "
