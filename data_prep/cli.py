@@ -44,6 +44,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve this driver's Prometheus metrics on 127.0.0.1:PORT; 0 = export them through "
                         "Ray's metrics exporter instead (default: %(default)s)")
+    p.add_argument("--metrics-linger", type=float, default=10.0, metavar="SECONDS",
+                   help="with --metrics-port: keep serving this long after the job, so that Prometheus scrapes "
+                        "the final values (default: %(default)s = two scrapes at the 5 s interval of "
+                        "cluster/prometheus/prometheus.yml)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
 
 
@@ -131,14 +135,19 @@ def main(argv: list[str] | None = None) -> int:
             ensure_ray(args.address)
         telemetry = Telemetry("ray" if args.executor == "ray" else "none", run=run_name, kind="prep")
     total_written = 0
-    for listing, out in _listings(args):
-        summary = run_prep(listing, out, cfg, executor=args.executor, address=args.address,
-                           max_in_flight=args.max_in_flight, progress=not args.no_progress, telemetry=telemetry)
-        for line in summary.lines():
-            print(f"[prep] {line}")
-        if summary.rejected:
-            print(f"[prep] every rejected input is listed with its path and reason in {out.rstrip('/')}/rejects.jsonl")
-        total_written += summary.clips_written
+    try:
+        for listing, out in _listings(args):
+            summary = run_prep(listing, out, cfg, executor=args.executor, address=args.address,
+                               max_in_flight=args.max_in_flight, progress=not args.no_progress, telemetry=telemetry)
+            for line in summary.lines():
+                print(f"[prep] {line}")
+            if summary.rejected:
+                print(f"[prep] every rejected input is listed with its path and reason in "
+                      f"{out.rstrip('/')}/rejects.jsonl")
+            total_written += summary.clips_written
+        telemetry.close(linger_s=args.metrics_linger)  # no-op unless --metrics-port serves
+    finally:
+        telemetry.close()  # after a failure or Ctrl-C: stop serving without waiting
     if total_written == 0:
         print("[prep] error: no usable clip was produced", file=sys.stderr)
         return 1

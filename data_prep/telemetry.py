@@ -456,9 +456,16 @@ class Telemetry:
 
         return generate_latest(self._sink.registry).decode()
 
-    def close(self) -> None:
-        """Stop the HTTP server if one was started (idempotent)."""
+    def close(self, linger_s: float = 0.0) -> None:
+        """Stop the HTTP server if one was started (idempotent).
+
+        ``linger_s``: keep serving that many seconds first, so that a scrape after the last update
+        sees the final values (a short job otherwise ends between two scrapes and its last counts
+        never reach Prometheus). Ignored when nothing is being served.
+        """
         if self._server is not None:
+            if linger_s > 0:
+                time.sleep(linger_s)
             self._server.shutdown()
             self._server.server_close()
             if self._thread is not None:

@@ -10,6 +10,7 @@ import torch
 from audio_fixtures import VOCAB, make_listing
 from data_prep.pipeline import run_prep
 from data_prep.shards import ShardConfig, iter_shard
+from data_prep.telemetry import Telemetry
 from trainer.config import preset
 from trainer.export import export_model, load_exported
 from trainer.model import WeakLabelCNN
@@ -58,9 +59,16 @@ def test_an_embedding_does_not_depend_on_the_other_clips_in_its_batch(tmp_path):
 def test_extraction_with_ray_actors_matches_in_process_and_resumes(tmp_path, ray_local):
     data, model_url = _dataset_and_model(tmp_path)
     local, distributed = str(tmp_path / "emb_local"), str(tmp_path / "emb_ray")
-    run_embed(model_url, data, local, executor="local", progress=False)
-    summary = run_embed(model_url, data, distributed, executor="ray", progress=False)
+    # a prometheus_client Telemetry stays in this process: the embedder (local) or the driver (ray) counts
+    tel = Telemetry("prometheus", run="emb", kind="embed")
+    run_embed(model_url, data, local, executor="local", progress=False, telemetry=tel)
+    summary = run_embed(model_url, data, distributed, executor="ray", progress=False, telemetry=tel)
     assert summary.clips == 10 and summary.shards_skipped == 0
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counted = [(s.labels, s.value) for f in text_string_to_metric_families(tel.text()) for s in f.samples
+               if s.name == "weaksound_embed_clips_total"]
+    assert counted == [({"run": "emb", "kind": "embed"}, 20.0)]  # 10 clips, embedded twice
     a, b = load_embeddings(local), load_embeddings(distributed)
     assert a.arrays["clip_id"].tolist() == b.arrays["clip_id"].tolist()
     np.testing.assert_allclose(a.arrays["f1_max"], b.arrays["f1_max"], rtol=1e-4, atol=1e-5)

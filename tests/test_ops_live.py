@@ -2,27 +2,53 @@
 metric producer, Debian's Prometheus started by cluster/start_monitoring.sh on loopback, and
 every dashboard query and every rule queried over Prometheus' HTTP API.
 
-The producer is pluggable (`PRODUCERS`, or WEAKSOUND_LIVE_PRODUCER=module:function): it gets a
-`ProducerContext` (the cluster's addresses, a port for a prometheus_client endpoint) while
+The producer is pluggable (`PRODUCERS`, or WEAKSOUND_LIVE_PRODUCER=name or module:function): it
+gets a `ProducerContext` (the cluster's addresses, a port for a prometheus_client endpoint) while
 Prometheus is already scraping, emits metrics, and returns a `ProducerReport` saying which runs
-it produced, which of Ray's optional metric families it exercised (a Ray Train run, GPUs) and
-which alerts must have fired. The default `synthetic_producer` drives data_prep.telemetry from
-Ray tasks and actors spread over both nodes (backend "ray") and from this test process (backend
-"prometheus"); a producer that runs a short real training job can be dropped in the same way.
+it produced, which of Ray's optional metric families it exercised (a Ray Train run, GPUs), which
+alerts must have fired and which totals Prometheus must show exactly.
 
-Slow (~1.5 min on 2 cores): `pytest -m slow tests/test_ops_live.py`.
+The default, `real_jobs_producer`, runs the production jobs against that cluster, each through
+its command line in its own process:
+- `weaksound prep synthetic --task source --num-clips 120 --sample-rate 16000` (Ray tasks on both
+  nodes, the driver's Telemetry on Ray's exporter): run "live-source";
+- `weaksound prep folder` of a folder with unreadable, silent, missing and badly listed inputs,
+  `--executor local --metrics-port` (prometheus_client, scrape job weaksound-app): "live-messy";
+- `trainer/main.py --preset cpu-small --workers 2 --epochs 2` (Ray Train, one worker per node);
+  after epoch 0's checkpoint the test SIGKILLs one Train worker, so Ray Train restarts the worker
+  group from that checkpoint and the restart counter and its alert come from a real restart:
+  "live-train";
+- `weaksound embed` of the eval split with the exported model (one model actor per node): "live-embed".
+Counter totals are checked exactly against what the jobs wrote (manifest, rejects.jsonl,
+metrics.json, embeddings.json).
+
+Two expected alerts need a condition these short jobs do not produce reliably, so a small
+synthetic driver (`_SYNTHETIC_COMPLEMENT`, run "live-synthetic", Ray tasks/actors recording
+through data_prep.telemetry) supplies series for them, and only for them: a rejected share above
+5 % sustained over several scrapes (WeaksoundPrepRejectShareHigh: the real messy prep often
+finishes within a scrape or two, too fast for rate() to see its rejects; when it does not, the
+alert fires for "live-messy" too) and an eval mAP 0.1 below its best (WeaksoundEvalMapDropped: a
+real 2-epoch run may or may not drop). Every dashboard panel, every recorded series and every
+alert input must have data from the real runs alone (`ProducerReport.panel_runs`), and the
+restart alert must fire for "live-train". `synthetic_producer` (WEAKSOUND_LIVE_PRODUCER=synthetic)
+still drives every metric synthetically, without real jobs.
+
+Slow (~2 min on 2 cores): `pytest -m slow tests/test_ops_live.py`.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -60,8 +86,12 @@ class ProducerContext:
 class ProducerReport:
     runs: set[str]                                   # run labels that must appear
     exercised: set[str] = field(default_factory=lambda: {"always"})  # cluster/ray_metrics.txt classes
-    expected_alerts: set[str] = field(default_factory=set)           # must be pending or firing
+    # must be pending or firing: "AlertName", or "AlertName{run="x"}" for the alert of one run
+    expected_alerts: set[str] = field(default_factory=set)
     exact: dict[str, float] = field(default_factory=dict)            # PromQL -> value at the end
+    # runs that must give every panel, recorded series and alert input data on their own (not
+    # counting series without a run label, e.g. Ray's node metrics); empty = any of `runs`
+    panel_runs: set[str] = field(default_factory=set)
     close: Callable[[], None] = lambda: None                         # called after all queries
 
 
@@ -175,11 +205,237 @@ def synthetic_producer(ctx: ProducerContext) -> ProducerReport:
         close=app.close)
 
 
-PRODUCERS: dict[str, Producer] = {"synthetic": synthetic_producer}
+# -- the default producer: the real jobs ---------------------------------------------------------
+
+_SYNTHETIC_COMPLEMENT = textwrap.dedent(r'''
+    """Only what the short real jobs cannot show: a sustained reject share, an eval mAP drop."""
+    import sys, time
+    from types import SimpleNamespace
+    import ray
+    from data_prep.telemetry import Telemetry
+
+    address, run = sys.argv[1], sys.argv[2]
+    ray.init(address=address, log_to_driver=False)
+
+    @ray.remote(num_cpus=0)  # no CPU: runs beside the real training, which holds both
+    def prep_shard(run, clips, silent):
+        Telemetry("ray", run=run, kind="prep").record_shard(
+            SimpleNamespace(clips=clips, bytes=clips * 200_000, seconds=1.5, rejects=[{"reason": "silent"}] * silent))
+        time.sleep(0.5)
+
+    @ray.remote(num_cpus=0)
+    class Evaluator:
+        def __init__(self, run):
+            self.tel = Telemetry("ray", run=run, kind="train", rank=0)
+
+        def evaluate(self, m):
+            self.tel.gauge("weaksound_train_eval_map").set(m)
+
+    ev = Evaluator.remote(run)
+    for m in (0.30, 0.30, 0.20, 0.20):   # 8 shards of 100 clips, 10 % rejected;
+        ray.get([prep_shard.remote(run, 100, 10) for _ in range(2)] + [ev.evaluate.remote(m)])
+        time.sleep(2.5)                  # the eval mAP drops by 0.10 after two "epochs"
+    time.sleep(3)                                          # let the last values reach the exporter
+''')
+
+# the messy folder: good tones, and one input of each kind of problem a user's data has
+_MESSY_GOOD, _MESSY_BAD = 8, {"silent": 2, "unreadable": 1, "missing_audio": 2, "bad_csv_row": 1}
+
+
+def _messy_folder(root: Path) -> Path:
+    import numpy as np
+    import soundfile as sf
+
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    t = np.arange(24000) / 16000.0
+    rows = ["path,labels"]
+    for i in range(_MESSY_GOOD):
+        sf.write(audio / f"tone_{i}.wav", (0.3 * np.sin(2 * np.pi * (300 + 100 * i) * t)).astype(np.float32), 16000)
+        rows.append(f"tone_{i}.wav,{'tone' if i % 2 else 'tone;low'}")
+    for i in range(_MESSY_BAD["silent"]):
+        sf.write(audio / f"silent_{i}.wav", np.zeros(16000, np.float32), 16000)
+        rows.append(f"silent_{i}.wav,tone")
+    (audio / "corrupt.wav").write_bytes(b"RIFF\x00\x00not audio" * 10)
+    rows.append("corrupt.wav,tone")
+    rows += [f"gone_{i}.wav,tone" for i in range(_MESSY_BAD["missing_audio"])]
+    rows.append("tone_0_again.wav,")  # no labels
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return audio
+
+
+class _Jobs:
+    """The producer's subprocesses: each logs to a file; any still running at the end is killed."""
+
+    def __init__(self, ctx: ProducerContext):
+        self.ctx, self.procs = ctx, []
+        self.logs = ctx.workdir / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    def start(self, name: str, cmd: list[str], env: dict | None = None, pipe: bool = False) -> subprocess.Popen:
+        out = subprocess.PIPE if pipe else open(self.logs / f"{name}.log", "w")
+        try:
+            proc = subprocess.Popen(cmd, env=env or self.ctx.env, cwd=self.ctx.workdir, stdout=out,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+        finally:
+            if not pipe:
+                out.close()  # the child has its own copy
+        proc.name = name
+        self.procs.append(proc)
+        return proc
+
+    def wait(self, proc: subprocess.Popen, timeout: float) -> None:
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{proc.name} did not finish within {timeout:.0f} s\n{self.tail(proc.name)}")
+        assert rc == 0, f"{proc.name} exited with {rc}:\n{self.tail(proc.name)}"
+
+    def run(self, name: str, cmd: list[str], timeout: float, env: dict | None = None) -> None:
+        self.wait(self.start(name, cmd, env), timeout)
+
+    def tail(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+_TRAIN_WORKER_LINE = re.compile(r"\(RayTrainWorker pid=(\d+)[^)]*\).*\[trainer\] epoch (\d+):")
+
+
+def _train_and_kill_a_worker(jobs: _Jobs, cmd: list[str], env: dict, timeout: float = 420) -> int:
+    """Run the trainer; once epoch 0's checkpoint is reported, SIGKILL the Train worker that reported
+    it (its pid is in Ray's log prefix). Returns the killed pid."""
+    proc = jobs.start("train", cmd, env, pipe=True)
+    seen: dict[int, float] = {}   # epoch -> when its "[trainer] epoch N:" line arrived
+    pid_of: dict[int, int] = {}
+
+    def read():
+        with open(jobs.logs / "train.log", "w") as log:
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                m = _TRAIN_WORKER_LINE.search(line)
+                if m and int(m.group(2)) not in seen:
+                    pid_of[int(m.group(2))] = int(m.group(1))
+                    seen[int(m.group(2))] = time.time()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline, killed = time.time() + timeout, 0
+    while not killed and proc.poll() is None and time.time() < deadline:
+        # rank 0 prints after ray.train.report returned; give the controller (health check every
+        # 0.5 s) time to register that checkpoint, so the restart resumes from it
+        if 0 in seen and time.time() > seen[0] + 2.0:
+            assert 1 not in seen, "epoch 1 ended before the worker could be killed: raise --steps-per-epoch"
+            pid = pid_of[0]
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert title.startswith(b"ray::RayTrainWorker"), f"pid {pid} is not a Train worker: {title[:80]!r}"
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+        time.sleep(0.1)
+    assert killed, f"no Train worker was killed (epochs seen: {sorted(seen)})\n{jobs.tail('train')}"
+    try:
+        jobs.wait(proc, max(10.0, deadline - time.time()))
+    finally:
+        reader.join(timeout=10)
+    return killed
+
+
+def real_jobs_producer(ctx: ProducerContext) -> ProducerReport:
+    """prep, train (with a killed worker) and embed on the cluster, plus `_SYNTHETIC_COMPLEMENT`."""
+    work = ctx.workdir / "jobs"
+    work.mkdir()
+    ws = [ctx.python, "-m", "transfer.console"]   # the `weaksound` command, installed or not
+    address = ["--address", ctx.ray_address]
+    jobs = _Jobs(ctx)
+    try:
+        # prep: the synthetic source corpus through Ray (6-clip shards: 3 eval shards for 2 actors),
+        # and a messy folder in a process outside Ray serving prometheus_client metrics
+        messy = jobs.start("prep-messy", [*ws, "prep", "folder", "--root", str(_messy_folder(work / "messy")),
+                                          "--csv", str(work / "messy" / "labels.csv"), "--out", str(work / "live-messy"),
+                                          "--sample-rate", "16000", "--clips-per-shard", "2", "--executor", "local",
+                                          "--metrics-port", str(ctx.app_port), "--metrics-linger", "4",
+                                          "--no-progress"])
+        jobs.run("prep-source", [*ws, "prep", "synthetic", "--task", "source", "--num-clips", "120",
+                                 "--sample-rate", "16000", "--clips-per-shard", "6", "--out", str(work / "live-source"),
+                                 "--executor", "ray", *address, "--no-progress"], timeout=240)
+        jobs.wait(messy, timeout=120)
+
+        # train, with the synthetic complement beside it (it needs no CPU)
+        script = ctx.workdir / "synthetic_complement.py"
+        script.write_text(_SYNTHETIC_COMPLEMENT)
+        complement = jobs.start("synthetic", [ctx.python, str(script), ctx.ray_address, "live-synthetic"])
+        steps = 24  # epoch 1 must outlast the kill's 2 s wait also on fast cores
+        train_env = dict(ctx.env, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5", RAY_DEDUP_LOGS="0")
+        _train_and_kill_a_worker(jobs, [ctx.python, str(REPO / "trainer" / "main.py"), "--data", str(work / "live-source"),
+                                        "--out", str(work / "runs"), "--name", "live-train", "--preset", "cpu-small",
+                                        "--workers", "2", "--epochs", "2", "--steps-per-epoch", str(steps),
+                                        "--max-failures", "1", *address, "--no-progress"], train_env)
+        jobs.wait(complement, timeout=120)
+
+        # embed the eval split with the model the run exported
+        jobs.run("embed", [*ws, "embed", "--model", str(work / "runs" / "live-train" / "model"),
+                           "--data", str(work / "live-source"), "--split", "eval", "--out", str(work / "live-embed"),
+                           *address, "--no-progress"], timeout=240)
+    finally:
+        jobs.kill_all()
+
+    # what the jobs wrote: the totals Prometheus must show
+    source = json.loads((work / "live-source" / "manifest.json").read_text())
+    rejects: dict[str, int] = {}
+    for line in (work / "live-messy" / "rejects.jsonl").read_text().splitlines():
+        reason = json.loads(line)["reason"]
+        rejects[reason] = rejects.get(reason, 0) + 1
+    assert rejects == _MESSY_BAD, rejects
+    messy_clips = sum(s["num_samples"] for s in json.loads((work / "live-messy" / "manifest.json").read_text())["shards"])
+    assert messy_clips == _MESSY_GOOD
+    history = json.loads((work / "runs" / "live-train" / "metrics.json").read_text())["epochs"]
+    assert [(e["epoch"], e["start"]) for e in history] == [(0, 0), (1, 1)], \
+        f"the killed worker group should have resumed from epoch 0's checkpoint: {history}\n{jobs.tail('train')}"
+    embedded = json.loads((work / "live-embed" / "embeddings.json").read_text())
+    eval_shards = [s for s in source["shards"] if s["split"] == "eval"]
+    assert embedded["num_clips"] == sum(s["num_samples"] for s in eval_shards) > 0
+    after_restart = 'and on (WorkerId) ray_weaksound_train_restarts_total{run="live-train"}'
+    exact = {
+        'sum(ray_weaksound_prep_clips_total{run="live-source"})': sum(s["num_samples"] for s in source["shards"]),
+        'sum(ray_weaksound_prep_bytes_written_total{run="live-source"})': sum(s["bytes"] for s in source["shards"]),
+        'sum(ray_weaksound_prep_clips_total{run="live-messy",job="weaksound-app"})': _MESSY_GOOD,
+        'sum(ray_weaksound_prep_missing_total{run="live-messy",job="weaksound-app"})': _MESSY_BAD["missing_audio"],
+        **{f'sum(ray_weaksound_prep_rejects_total{{run="live-messy",reason="{r}"}})': n for r, n in rejects.items()},
+        # both ranks restarted once; the new processes made exactly epoch 1's steps, one checkpoint
+        'sum(ray_weaksound_train_restarts_total{run="live-train"})': 2,
+        f'sum(ray_weaksound_train_steps_total{{run="live-train"}} {after_restart})': 2 * steps,
+        f'sum(ray_weaksound_train_checkpoint_seconds_count{{run="live-train"}} {after_restart})': 1,
+        'count(count by (instance) (ray_weaksound_train_steps_total{run="live-train"}))': 2,  # both nodes
+        'sum(ray_weaksound_embed_clips_total{run="live-embed"})': embedded["num_clips"],
+        'sum(ray_weaksound_prep_clips_total{run="live-synthetic"})': 800,
+        'sum(ray_weaksound_prep_rejects_total{run="live-synthetic",reason="silent"})': 80,
+    }
+    if len(eval_shards) >= 2:  # one model actor per node (1 CPU each), each embedded a shard
+        exact['count(count by (instance) (ray_weaksound_embed_clips_total{run="live-embed"}))'] = 2
+    return ProducerReport(
+        runs={"live-source", "live-messy", "live-train", "live-embed", "live-synthetic"},
+        exercised={"always", "train"},
+        # the restart alert from the real restart; the other two from the synthetic complement
+        expected_alerts={'WeaksoundWorkerRestarted{run="live-train"}',
+                         'WeaksoundPrepRejectShareHigh{run="live-synthetic"}',
+                         'WeaksoundEvalMapDropped{run="live-synthetic"}'},
+        exact=exact,
+        panel_runs={"live-source", "live-messy", "live-train", "live-embed"})
+
+
+PRODUCERS: dict[str, Producer] = {"real": real_jobs_producer, "synthetic": synthetic_producer}
 
 
 def _selected_producer() -> Producer:
-    spec = os.environ.get("WEAKSOUND_LIVE_PRODUCER", "synthetic")
+    spec = os.environ.get("WEAKSOUND_LIVE_PRODUCER", "real")
     if spec in PRODUCERS:
         return PRODUCERS[spec]
     module, _, func = spec.partition(":")
@@ -232,6 +488,24 @@ class Live:
     end: float
     ray_state: Path
 
+    def has_data(self, expr: str) -> bool:
+        """Data between start and end from the producer's panel runs (or any of its runs); series
+        without a run label (Ray's own) count too."""
+        runs = self.report.panel_runs or self.report.runs
+        return any("run" not in r["metric"] or r["metric"]["run"] in runs
+                   for r in self.prom.query_range(expr, self.start, self.end))
+
+    def missing(self) -> list[str]:
+        """What the checks below query and does not have data (yet)."""
+        exprs = [f'{name}{{run=~"{"|".join(sorted(self.report.runs))}"}}'
+                 for name in sorted(monitoring.exported_series_names())]
+        exprs += sorted(monitoring.recorded_names())
+        exprs += [_live_expr(expr) for path in DASHBOARD_FILES for _, expr in panel_queries(json.loads(path.read_text()))
+                  if _requirement(expr) in self.report.exercised]
+        missing = [e for e in exprs if not self.has_data(e)]
+        return missing + [a for a in sorted(self.report.expected_alerts)
+                          if not self.prom.query_range(_alerts_selector(a), self.start, self.end)]
+
 
 @pytest.fixture(scope="module")
 def live():
@@ -267,22 +541,26 @@ def live():
                               app_port=app_port, python=python, env=env, workdir=state)
         start = time.time() - 5
         report = _selected_producer()(ctx)
-        # wait until the last values are scraped and the recording rules have caught up
-        wanted = [f'{name}{{run=~"{"|".join(sorted(report.runs))}"}}' for name in sorted(monitoring.exported_series_names())]
-        wanted += [f'ALERTS{{alertname="{a}"}}' for a in sorted(report.expected_alerts)]
+        # wait until the last values are scraped, rates have two samples and the recording rules
+        # and alerts have caught up (the checks then report whatever is still missing)
+        live = Live(prom, report, start, time.time(), state / "ray")
         deadline = time.time() + 90
-        while True:
-            missing = [q for q in wanted if not prom.query_range(q, start, time.time())]
-            if not missing or time.time() > deadline:
-                break
+        while live.missing() and time.time() < deadline:
             time.sleep(2)
-        yield Live(prom, report, start, time.time(), state / "ray")
+            live.end = time.time()
+        yield live
     finally:
         if report is not None:
             report.close()
         subprocess.run(["bash", str(CLUSTER / "start_monitoring.sh"), "stop"], env=env, timeout=120)
         subprocess.run(["bash", str(CLUSTER / "local_multinode.sh"), "stop"], env=env, timeout=300)
         shutil.rmtree(state, ignore_errors=True)
+
+
+def _alerts_selector(expected: str) -> str:
+    """'Name' or 'Name{run="x"}' -> the ALERTS selector of that alert."""
+    name, _, matchers = expected.partition("{")
+    return f'ALERTS{{alertname="{name}"' + (f",{matchers}" if matchers else "}")
 
 
 def _live_expr(expr: str) -> str:
@@ -325,7 +603,7 @@ def test_every_dashboard_query_returns_data(live):
                 skipped.append((need, title))
                 continue
             checked += 1
-            if not live.prom.query_range(_live_expr(expr), live.start, live.end):
+            if not live.has_data(_live_expr(expr)):
                 empty.append(f"{dash['uid']} / {title}: {expr}")
         for var in dash["templating"]["list"]:
             if var["type"] == "query":
@@ -345,7 +623,7 @@ def test_rules_are_healthy_and_every_recorded_series_has_data(live):
     assert len(rules) == len(monitoring.recorded_names()) + sum(1 for r in rules if r["type"] == "alerting")
     assert {r["name"]: r.get("lastError", "") for r in rules if r["health"] != "ok"} == {}
     empty = [name for name in sorted(monitoring.recorded_names())
-             if not live.prom.query_range(name, live.start, live.end)]
+             if not live.has_data(name)]
     assert empty == []
 
 
@@ -356,14 +634,15 @@ def test_every_alert_has_data_and_the_expected_ones_fired(live):
         inputs = monitoring.promql_metric_names(alert["query"])
         assert inputs and inputs <= recorded, alert["name"]
         for name in inputs:
-            assert live.prom.query_range(name, live.start, live.end), f"{alert['name']}: {name} has no data"
+            assert live.has_data(name), f"{alert['name']}: {name} has no data"
     for name in sorted(live.report.expected_alerts):
-        states = {r["metric"]["alertstate"] for r in live.prom.query_range(f'ALERTS{{alertname="{name}"}}',
+        states = {r["metric"]["alertstate"] for r in live.prom.query_range(_alerts_selector(name),
                                                                           live.start, live.end)}
         assert states & {"pending", "firing"}, f"alert {name} never became pending/firing"
 
 
-def test_rays_always_present_families_exist(live):
-    always = [n for n, a in monitoring.ray_metrics().items() if a == "always"]
-    missing = [n for n in always if not live.prom.query_range(n, live.start, live.end)]
+def test_rays_families_of_what_ran_exist(live):
+    """Ray's "always" families, and the "train"/"gpu" ones when the producer ran Ray Train / had GPUs."""
+    expected = [n for n, a in monitoring.ray_metrics().items() if a in live.report.exercised]
+    missing = [n for n in expected if not live.prom.query_range(n, live.start, live.end)]
     assert missing == []

@@ -117,6 +117,25 @@ def test_close_stops_the_server_and_is_idempotent():
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
+def test_close_with_linger_serves_the_final_values_a_little_longer():
+    import threading
+    import time
+
+    tel = Telemetry("prometheus", run="r", kind="embed")
+    port = tel.serve(0)
+    closing = threading.Thread(target=tel.close, kwargs={"linger_s": 1.0})
+    started = time.monotonic()
+    tel.counter("weaksound_embed_clips_total").inc(7)  # the job's last update ...
+    closing.start()                                     # ... then it ends, and a scrape comes late
+    time.sleep(0.3)
+    assert _scrape(port)[("weaksound_embed_clips_total", frozenset({("run", "r"), ("kind", "embed")}))] == 7
+    closing.join(timeout=10)
+    assert time.monotonic() - started >= 1.0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    Telemetry("none", run="r", kind="embed").close(linger_s=60)  # nothing served: returns at once
+
+
 @pytest.mark.parametrize("call, error", [
     (lambda t: t.counter("weaksound_prep_clip_total"), KeyError),             # not in the contract
     (lambda t: t.gauge("weaksound_prep_clips_total"), TypeError),              # wrong type

@@ -9,6 +9,11 @@ Output layout (local folder or s3://):
   <OUT>/embeddings.json      written last: model, data, vocabularies, files, totals
 
 A re-run skips shards whose .npz exists, so an interrupted extraction resumes.
+
+Metrics (docs/contracts.md, ``weaksound_embed_*``, run label = the last component of OUT): by
+default each model actor records its own shards through Ray's metrics exporter, so
+``weaksound_embed_clips_per_second`` is the throughput of each actor; with ``--metrics-port`` this
+process serves them with prometheus_client instead (recorded here as the shards come back).
 """
 from __future__ import annotations
 
@@ -124,7 +129,8 @@ def load_arrays(url: str) -> dict[str, np.ndarray]:
 class ShardEmbedder:
     """Holds one loaded model; embeds whole shards. Used as a Ray actor and in-process."""
 
-    def __init__(self, model_url: str, batch_seconds: float, device: str = "cpu", threads: int = 1):
+    def __init__(self, model_url: str, batch_seconds: float, device: str = "cpu", threads: int = 1,
+                 telemetry=None):
         import torch
 
         from trainer.export import load_exported
@@ -135,13 +141,17 @@ class ShardEmbedder:
         self.exported = load_exported(model_url, device=device)
         self.log_mel = self.exported.log_mel()
         self.batch_seconds = batch_seconds
+        self.telemetry = telemetry  # kind="embed"; records every shard this embedder finishes
 
     def embed_shard(self, shard_url: str, out_url: str) -> dict:
         started = time.perf_counter()
         arrays = embed_samples(self.exported, self.log_mel, iter_shard(shard_url), self.batch_seconds)
         size = save_arrays(out_url, arrays)
-        return {"clips": int(arrays["key"].size), "audio_s": float(arrays["duration_s"].sum()),
-                "bytes": size, "seconds": time.perf_counter() - started}
+        result = {"clips": int(arrays["key"].size), "audio_s": float(arrays["duration_s"].sum()),
+                  "bytes": size, "seconds": time.perf_counter() - started}
+        if self.telemetry is not None:
+            self.telemetry.record_embed(result)
+        return result
 
 
 @dataclass
@@ -162,7 +172,13 @@ class EmbedSummary:
 def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all", batch_seconds: float = 60.0,
               executor: str = "ray", actors: int = 0, address: str | None = None, progress: bool = True,
               telemetry=None) -> EmbedSummary:
-    """Embed every clip of ``split`` of the dataset at ``data_url`` into ``out_url``."""
+    """Embed every clip of ``split`` of the dataset at ``data_url`` into ``out_url``.
+
+    ``telemetry`` (a ``data_prep.telemetry.Telemetry`` of kind "embed") counts every embedded
+    shard. A picklable one (backend "ray" or "none") travels to the Ray actors, which record their
+    own shards (so the clips/s gauge is per actor); a "prometheus" one stays in this process and
+    records each shard when its result comes back.
+    """
     from trainer.export import CONFIG
 
     started = time.perf_counter()
@@ -185,6 +201,8 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         bar = tqdm(total=sum(e.num_samples for e, _, _ in jobs), desc="embed", unit="clip", dynamic_ncols=True)
         bar.update(sum(e.num_samples for e, _, out in jobs if (e, _, out) not in todo))
     clips, audio_s, busy_s = 0, 0.0, 0.0
+    # who calls record_embed: the embedders themselves when the Telemetry can travel to them
+    in_embedder = telemetry is not None and (executor == "local" or telemetry.backend != "prometheus")
 
     def done(result: dict) -> None:
         nonlocal clips, audio_s, busy_s
@@ -194,11 +212,12 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         if bar is not None:
             bar.update(result["clips"])
             bar.set_postfix(clips_per_s=f"{clips / (time.perf_counter() - started):.1f}")
-        if telemetry is not None:
+        if telemetry is not None and not in_embedder:
             telemetry.record_embed(result)
 
     if executor == "local":
-        embedder = ShardEmbedder(model_url, batch_seconds, threads=os.cpu_count() or 1)
+        embedder = ShardEmbedder(model_url, batch_seconds, threads=os.cpu_count() or 1,
+                                 telemetry=telemetry)
         for _, shard_url, out in todo:
             done(embedder.embed_shard(shard_url, out))
     elif todo:
@@ -214,7 +233,8 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         n = max(1, min(n, len(todo)))
         opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(**opts)(ShardEmbedder)
-        pool = ActorPool([actor_cls.remote(model_url, batch_seconds, "cuda" if gpus else "cpu", 1)
+        pool = ActorPool([actor_cls.remote(model_url, batch_seconds, "cuda" if gpus else "cpu", 1,
+                                           telemetry if in_embedder else None)
                           for _ in range(n)])
         for result in pool.map_unordered(lambda a, job: a.embed_shard.remote(job[1], job[2]), todo):
             done(result)
@@ -304,17 +324,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="ray: actors over the cluster; local: this process (default: %(default)s)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve this process's Prometheus metrics on 127.0.0.1:PORT; 0 = the model actors export "
+                        "them through Ray's metrics exporter instead (default: %(default)s)")
+    p.add_argument("--metrics-linger", type=float, default=10.0, metavar="SECONDS",
+                   help="with --metrics-port: keep serving this long after the job, so that Prometheus scrapes "
+                        "the final values (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from data_prep.telemetry import Telemetry
+
     storage.register_webdataset_s3()
-    summary = run_embed(args.model, args.data, args.out, split=args.split, batch_seconds=args.batch_seconds,
-                        executor=args.executor, actors=args.actors, address=args.address,
-                        progress=not args.no_progress)
-    print(f"[embed] {summary.line()} -> {args.out}")
+    run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
+    if args.metrics_port:  # a process outside Ray's exporter: serve our own /metrics
+        telemetry = Telemetry("prometheus", run=run_name, kind="embed")
+        telemetry.serve(args.metrics_port)
+    else:  # ride Ray's per-node metrics exporters: the actors record their own shards
+        if args.executor == "ray":
+            from data_prep.ray_runtime import ensure_ray
+
+            ensure_ray(args.address)
+        telemetry = Telemetry("ray" if args.executor == "ray" else "none", run=run_name, kind="embed")
+    try:
+        summary = run_embed(args.model, args.data, args.out, split=args.split, batch_seconds=args.batch_seconds,
+                            executor=args.executor, actors=args.actors, address=args.address,
+                            progress=not args.no_progress, telemetry=telemetry)
+        print(f"[embed] {summary.line()} -> {args.out}", flush=True)
+        telemetry.close(linger_s=args.metrics_linger)  # no-op unless --metrics-port serves
+    finally:
+        telemetry.close()  # after a failure or Ctrl-C: stop serving without waiting
     return 0
 
 
