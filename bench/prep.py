@@ -10,8 +10,13 @@ All numbers are clips/s on ONE core (in-process executor), so they scale per cor
 """
 from __future__ import annotations
 
-import argparse
 import os
+
+# one core means one BLAS/OpenMP thread too (numpy's matmul in the downmix would use two)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -91,7 +96,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept (default: %(default)s)")
     p.add_argument("--rate", type=int, default=44100, help="target rate (default: %(default)s)")
     args = p.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
         listing = make_inputs(Path(tmp, "in"), args.clips, args.seconds, args.input_rate)
         ceiling(SourceListing("warm", listing.vocab, listing.records[:5], []), args.rate)  # warm caches
