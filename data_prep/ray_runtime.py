@@ -23,8 +23,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
         return False
-    ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=False,
-             runtime_env=runtime_env)
+    # The dashboard (on loopback) shows jobs, actors and logs; without it Ray Train's placement-group
+    # cleaner also logs "Failed to query Ray Train Controller actor state" every few seconds.
+    ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=True,
+             dashboard_host="127.0.0.1", runtime_env=runtime_env)
     return True
 
 

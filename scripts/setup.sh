@@ -15,7 +15,13 @@ stamp=".venv/.weaksound-installed${extras:+-$extras}"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing weaksound${extras:+[$extras]} into .venv (first time: ~2 minutes)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+    # Quiet, but never hide an error: drop only pip's notes about find-links folders that this machine's
+    # pip config names and that do not exist, and setuptools' advisory about editable flat layouts.
+    quiet_stderr() { grep -v "^WARNING: Location '.*' is ignored" >&2 || true; }
+    export PYTHONWARNINGS="ignore::UserWarning"
+    { .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 1>&3 3>&- \
+        | quiet_stderr; } 3>&1 >/dev/null
+    { .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}" 2>&1 1>&3 3>&- \
+        | quiet_stderr; } 3>&1
     echo "$want" > "$stamp"
 fi
