@@ -28,7 +28,7 @@ from data_prep.sources.synthetic import load_synthetic  # noqa: E402
 from trainer.config import preset  # noqa: E402
 from trainer.export import export_model  # noqa: E402
 from trainer.model import WeakLabelCNN  # noqa: E402
-from transfer.embed import ShardEmbedder, _batches, run_embed  # noqa: E402
+from inference.embed import ShardEmbedder, _batches, run_embed  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,8 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep import audio, storage  # noqa: E402
+from data_prep import audio
+from runtime import storage  # noqa: E402
 from data_prep.pipeline import run_prep  # noqa: E402
 from data_prep.records import ClipRecord, LabelVocab, SourceListing  # noqa: E402
 from data_prep.shards import ShardConfig, load_audio  # noqa: E402

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import storage  # noqa: E402
+from runtime import storage  # noqa: E402
 from trainer.config import apply_overrides, preset  # noqa: E402
 
 

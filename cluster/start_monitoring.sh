@@ -9,7 +9,7 @@
 # What gets scraped (static loopback targets, see cluster/prometheus/prometheus.yml):
 # - Ray's metrics export ports: taken from $WEAKSOUND_RAY_METRICS_TARGETS, else from the env file
 #   written by cluster/local_multinode.sh, else 127.0.0.1:8080,127.0.0.1:8081;
-# - processes serving data_prep.telemetry with backend "prometheus" (e.g. `weaksound prep
+# - processes serving runtime.telemetry with backend "prometheus" (e.g. `weaksound prep
 #   --metrics-port 9105`): $WEAKSOUND_APP_TARGETS [127.0.0.1:9105].
 # Rules: cluster/prometheus/rules.yml. The rendered config is checked with `promtool check config`
 # before Prometheus starts.

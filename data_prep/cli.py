@@ -114,26 +114,26 @@ def _listings(args):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from data_prep.pipeline import run_prep
-    from data_prep import storage
+    from runtime import storage
 
-    storage.register_webdataset_s3()
     cfg = ShardConfig(
         sample_rate=args.sample_rate, max_clips_per_shard=args.clips_per_shard,
         max_shard_bytes=int(args.max_shard_mb * 2**20),
         limits=audio.ValidationLimits(min_duration_s=args.min_duration, min_sample_rate=args.min_input_rate,
                                       max_duration_s=args.max_duration))
-    from data_prep.telemetry import Telemetry
+    from data_prep.prep_metrics import PREP_METRICS
+    from runtime.telemetry import Telemetry
 
     run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
     if args.metrics_port:  # a process outside Ray's exporter: serve our own /metrics
-        telemetry = Telemetry("prometheus", run=run_name, kind="prep")
+        telemetry = Telemetry("prometheus", PREP_METRICS, run=run_name)
         telemetry.serve(args.metrics_port)
     else:  # ride Ray's per-node metrics exporter (no-op without Ray)
         if args.executor == "ray":
-            from data_prep.ray_runtime import ensure_ray
+            from runtime.ray_cluster import ensure_ray
 
             ensure_ray(args.address)
-        telemetry = Telemetry("ray" if args.executor == "ray" else "none", run=run_name, kind="prep")
+        telemetry = Telemetry("ray" if args.executor == "ray" else "none", PREP_METRICS, run=run_name)
     total_written = 0
     try:
         for listing, out in _listings(args):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data_prep import storage
+from runtime import storage
 
 MANIFEST_FORMAT = "weaksound-shards/1"
 MANIFEST_NAME = "manifest.json"

@@ -11,9 +11,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from data_prep import manifest as manifest_mod
-from data_prep import storage
+from runtime import storage
+from data_prep.prep_metrics import record_listing_rejects, record_shard
 from data_prep.records import SourceListing
 from data_prep.shards import ShardConfig, ShardResult, ShardTask, build_shard, plan_shards
+from runtime.parallel import Progress, bounded_map
 
 
 @dataclass
@@ -47,27 +49,6 @@ class PrepSummary:
         ]
 
 
-def _run_local(tasks, vocab, out_url, cfg, on_done):
-    for task in tasks:
-        on_done(task, build_shard(task, vocab, out_url, cfg))
-
-
-def _run_ray(tasks, vocab, out_url, cfg, on_done, max_in_flight):
-    import ray
-
-    remote_build = ray.remote(num_cpus=1, max_retries=3)(build_shard)
-    vocab_ref = ray.put(vocab)  # shipped once, not once per task
-    pending: dict = {}
-    queue = list(tasks)
-    while queue or pending:
-        while queue and len(pending) < max_in_flight:
-            task = queue.pop(0)
-            pending[remote_build.remote(task, vocab_ref, out_url, cfg)] = task
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            on_done(pending.pop(ref), ray.get(ref))
-
-
 def run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, *, executor: str = "ray",
              address: str | None = None, max_in_flight: int = 0, progress: bool = True,
              telemetry=None, extra_manifest: dict | None = None) -> PrepSummary:
@@ -77,34 +58,21 @@ def run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, *, executor
     summary = PrepSummary(dataset=listing.name, out=out_url, clips_listed=len(listing.records) + len(listing.rejects))
     results: dict[str, ShardResult] = {}
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(listing.records), desc=f"prep {listing.name}", unit="clip", dynamic_ncols=True)
-
-    def on_done(task: ShardTask, result: ShardResult) -> None:
-        results[task.name] = result
-        if bar is not None:
-            bar.update(len(task.records))
-            bar.set_postfix(shards=len(results), rejected=sum(len(r.rejects) for r in results.values()))
+    def on_done(i: int, result: ShardResult) -> None:
+        results[tasks[i].name] = result
         if telemetry is not None and not result.resumed:
-            telemetry.record_shard(result)
+            record_shard(telemetry, result)
 
+    bar = Progress(f"prep {listing.name}", unit="clip", weight=lambda t: len(t.records),
+                   postfix=lambda done: {"shards": len(done), "rejected": sum(len(r.rejects) for r in done)}
+                   ) if progress else None
     if executor == "ray":
-        import ray
-
-        from data_prep.ray_runtime import ensure_ray
+        from runtime.ray_cluster import ensure_ray
 
         ensure_ray(address)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        _run_ray(tasks, listing.vocab, out_url, cfg, on_done, max_in_flight or max(2, 2 * cpus))
-    elif executor == "local":
-        _run_local(tasks, listing.vocab, out_url, cfg, on_done)
-    else:
-        raise ValueError(f"unknown executor {executor!r} (ray|local)")
-    if bar is not None:
-        bar.close()
+    bounded_map(build_shard, tasks, shared=(listing.vocab, out_url, cfg), executor=executor,
+                max_in_flight=max_in_flight, ray_options={"num_cpus": 1, "max_retries": 3},
+                progress=bar, on_done=on_done)
 
     ordered = [results[t.name] for t in tasks]
     parts = [p for r in ordered for p in r.parts]
@@ -112,7 +80,7 @@ def run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, *, executor
                      key=lambda r: (r["path"], r["clip_id"] or "", r["reason"]))
     by_reason = Counter(r["reason"] for r in rejects)
     if telemetry is not None:
-        telemetry.record_listing_rejects(listing.rejects)
+        record_listing_rejects(telemetry, listing.rejects)
     storage.write_text_atomic(storage.join(out_url, "rejects.jsonl"),
                               "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects))
     splits_of = {p["name"]: t.split for t, r in zip(tasks, ordered) for p in r.parts}

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from data_prep import audio, storage
+from data_prep import audio
+from runtime import storage
 from data_prep.records import ClipRecord, LabelVocab, Reject
 
 INDEX_FORMAT = "weaksound-shard-index/1"

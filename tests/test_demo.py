@@ -20,7 +20,7 @@ def test_demo_runs_every_stage_and_writes_a_report_with_measured_results(tmp_pat
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MPLBACKEND": "Agg"}
     # A fresh process, as a user runs it: the demo starts (and leaves) its own local Ray.
     result = subprocess.run(
-        [sys.executable, "-m", "transfer.demo", "--out", str(out), "--source-clips", "600", "--epochs", "4"],
+        [sys.executable, "-m", "app.demo", "--out", str(out), "--source-clips", "600", "--epochs", "4"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for stage in ("[1/5] prep", "[2/5] train", "[3/5] embed", "[4/5] transfer", "[5/5] report"):

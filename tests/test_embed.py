@@ -10,11 +10,12 @@ import torch
 from audio_fixtures import VOCAB, make_listing
 from data_prep.pipeline import run_prep
 from data_prep.shards import ShardConfig, iter_shard
-from data_prep.telemetry import Telemetry
+from inference.embed_metrics import EMBED_METRICS
+from runtime.telemetry import Telemetry
 from trainer.config import preset
 from trainer.export import export_model, load_exported
 from trainer.model import WeakLabelCNN
-from transfer.embed import embed_samples, load_embeddings, run_embed
+from inference.embed import embed_samples, load_embeddings, run_embed
 
 
 def _dataset_and_model(tmp_path):
@@ -60,7 +61,7 @@ def test_extraction_with_ray_actors_matches_in_process_and_resumes(tmp_path, ray
     data, model_url = _dataset_and_model(tmp_path)
     local, distributed = str(tmp_path / "emb_local"), str(tmp_path / "emb_ray")
     # a prometheus_client Telemetry stays in this process: the embedder (local) or the driver (ray) counts
-    tel = Telemetry("prometheus", run="emb", kind="embed")
+    tel = Telemetry("prometheus", EMBED_METRICS, run="emb")
     run_embed(model_url, data, local, executor="local", progress=False, telemetry=tel)
     summary = run_embed(model_url, data, distributed, executor="ray", progress=False, telemetry=tel)
     assert summary.clips == 10 and summary.shards_skipped == 0

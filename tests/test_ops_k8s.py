@@ -166,7 +166,7 @@ def _commands(entrypoint: str) -> list[list[str]]:
     return [tokens]
 
 
-CLI_PARSERS = {"prep": "data_prep.cli", "train": "trainer.main", "embed": "transfer.embed",
+CLI_PARSERS = {"prep": "data_prep.cli", "train": "trainer.main", "embed": "inference.embed",
                "transfer": "transfer.cli"}
 
 

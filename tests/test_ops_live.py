@@ -24,7 +24,7 @@ metrics.json, embeddings.json).
 
 Two expected alerts need a condition these short jobs do not produce reliably, so a small
 synthetic driver (`_SYNTHETIC_COMPLEMENT`, run "live-synthetic", Ray tasks/actors recording
-through data_prep.telemetry) supplies series for them, and only for them: a rejected share above
+through runtime.telemetry) supplies series for them, and only for them: a rejected share above
 5 % sustained over several scrapes (WeaksoundPrepRejectShareHigh: the real messy prep often
 finishes within a scrape or two, too fast for rate() to see its rejects; when it does not, the
 alert fires for "live-messy" too) and an eval mAP 0.1 below its best (WeaksoundEvalMapDropped: a
@@ -102,15 +102,18 @@ _RAY_DRIVER = textwrap.dedent(r'''
     import json, sys, time
     from types import SimpleNamespace
     import ray
-    from data_prep.telemetry import Telemetry
+    from data_prep.prep_metrics import PREP_METRICS, record_shard
+    from inference.embed_metrics import EMBED_METRICS, record_embed
+    from runtime.telemetry import Telemetry
+    from trainer.train_metrics import TRAIN_METRICS
 
     address, run = sys.argv[1], sys.argv[2]
     ray.init(address=address, log_to_driver=False)
 
     @ray.remote(num_cpus=1)
     def prep_shard(run, clips, silent):
-        tel = Telemetry("ray", run=run, kind="prep")
-        tel.record_shard(SimpleNamespace(clips=clips, bytes=clips * 200_000, seconds=1.5,
+        tel = Telemetry("ray", PREP_METRICS, run=run)
+        record_shard(tel, SimpleNamespace(clips=clips, bytes=clips * 200_000, seconds=1.5,
                                          rejects=[{"reason": "silent"}] * silent + [{"reason": "missing_audio"}]))
         time.sleep(0.5)
         return ray.get_runtime_context().get_node_id()
@@ -118,7 +121,7 @@ _RAY_DRIVER = textwrap.dedent(r'''
     @ray.remote(num_cpus=1)
     class Rank:
         def __init__(self, run, rank, restarted):
-            self.tel = Telemetry("ray", run=run, kind="train", rank=rank)
+            self.tel = Telemetry("ray", TRAIN_METRICS, run=run, rank=rank)
             if restarted:
                 self.tel.counter("weaksound_train_restarts_total").inc()
 
@@ -143,11 +146,11 @@ _RAY_DRIVER = textwrap.dedent(r'''
     @ray.remote(num_cpus=1)
     class Embedder:
         def __init__(self, run):
-            self.tel = Telemetry("ray", run=run, kind="embed")
+            self.tel = Telemetry("ray", EMBED_METRICS, run=run)
 
         def shard(self, clips):
             time.sleep(0.3)
-            self.tel.record_embed({"clips": clips, "seconds": 0.5})
+            record_embed(self.tel, {"clips": clips, "seconds": 0.5})
 
     nodes = set()
     for wave in range(3):                       # 6 shards of 100 clips, 10 % rejected
@@ -178,9 +181,9 @@ _RAY_DRIVER = textwrap.dedent(r'''
 
 def synthetic_producer(ctx: ProducerContext) -> ProducerReport:
     """All contract metrics: Ray tasks/actors (both nodes) + a prometheus_client process."""
-    from data_prep.telemetry import Telemetry
+    from runtime.telemetry import Telemetry
 
-    app = Telemetry("prometheus", run="live-app", kind="prep")
+    app = Telemetry("prometheus", PREP_METRICS, run="live-app")
     app.serve(ctx.app_port)
     for i in range(5):  # a prep process outside Ray (e.g. --executor local --metrics-port)
         app.counter("weaksound_prep_clips_total").inc(40)
@@ -212,21 +215,23 @@ _SYNTHETIC_COMPLEMENT = textwrap.dedent(r'''
     import sys, time
     from types import SimpleNamespace
     import ray
-    from data_prep.telemetry import Telemetry
+    from data_prep.prep_metrics import PREP_METRICS, record_shard
+    from runtime.telemetry import Telemetry
+    from trainer.train_metrics import TRAIN_METRICS
 
     address, run = sys.argv[1], sys.argv[2]
     ray.init(address=address, log_to_driver=False)
 
     @ray.remote(num_cpus=0)  # no CPU: runs beside the real training, which holds both
     def prep_shard(run, clips, silent):
-        Telemetry("ray", run=run, kind="prep").record_shard(
+        record_shard(Telemetry("ray", PREP_METRICS, run=run), 
             SimpleNamespace(clips=clips, bytes=clips * 200_000, seconds=1.5, rejects=[{"reason": "silent"}] * silent))
         time.sleep(0.5)
 
     @ray.remote(num_cpus=0)
     class Evaluator:
         def __init__(self, run):
-            self.tel = Telemetry("ray", run=run, kind="train", rank=0)
+            self.tel = Telemetry("ray", TRAIN_METRICS, run=run, rank=0)
 
         def evaluate(self, m):
             self.tel.gauge("weaksound_train_eval_map").set(m)
@@ -352,7 +357,7 @@ def real_jobs_producer(ctx: ProducerContext) -> ProducerReport:
     """prep, train (with a killed worker) and embed on the cluster, plus `_SYNTHETIC_COMPLEMENT`."""
     work = ctx.workdir / "jobs"
     work.mkdir()
-    ws = [ctx.python, "-m", "transfer.console"]   # the `weaksound` command, installed or not
+    ws = [ctx.python, "-m", "app.console"]   # the `weaksound` command, installed or not
     address = ["--address", ctx.ray_address]
     jobs = _Jobs(ctx)
     try:

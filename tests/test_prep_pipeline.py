@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import storage
+from runtime import storage
 from data_prep.manifest import read_manifest
 from data_prep.pipeline import run_prep
 from data_prep.records import SourceListing

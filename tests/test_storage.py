@@ -1,7 +1,7 @@
 """Storage: local paths and s3:// URLs behave the same, and writes are atomic."""
 import os
 
-from data_prep import storage
+from runtime import storage
 
 
 def test_local_atomic_write_leaves_no_temporary_files(tmp_path):

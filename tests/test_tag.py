@@ -12,7 +12,7 @@ import torch
 from trainer.config import preset
 from trainer.export import export_model, load_exported
 from trainer.model import WeakLabelCNN
-from transfer import tag
+from inference import tag
 
 
 def _model(tmp_path):

@@ -1,4 +1,4 @@
-"""data_prep.telemetry: contract names, tag rules, and a real /metrics endpoint scraped over HTTP.
+"""runtime.telemetry: contract names, tag rules, and a real /metrics endpoint scraped over HTTP.
 
 The Ray backend is exercised for real (inside a Ray actor, scraped from Ray's exporter by a real
 Prometheus) in tests/test_ops_live.py.
@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import telemetry as tm
-from data_prep.telemetry import METRICS, Telemetry
+from data_prep.prep_metrics import PREP_METRICS, record_listing_rejects, record_shard
+from inference.embed_metrics import EMBED_METRICS, record_embed
+from runtime import telemetry as tm
+from runtime.telemetry import MetricSpec, MetricTable, Telemetry
+from trainer.train_metrics import TRAIN_METRICS
+
+METRICS = {spec.name: spec for table in (PREP_METRICS, TRAIN_METRICS, EMBED_METRICS) for spec in table}
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +61,7 @@ def test_tags_follow_the_contract():
 
 
 def test_prometheus_backend_serves_real_values_on_loopback():
-    tel = Telemetry("prometheus", run="as-r1", kind="prep")
+    tel = Telemetry("prometheus", PREP_METRICS, run="as-r1")
     port = tel.serve(0)
     try:
         assert tel._server.server_address[0] == "127.0.0.1"
@@ -85,8 +90,8 @@ def test_prometheus_backend_serves_real_values_on_loopback():
 
 
 def test_two_objects_have_separate_registries_and_servers():
-    a = Telemetry("prometheus", run="a", kind="train", rank=0)
-    b = Telemetry("prometheus", run="a", kind="train", rank=1)
+    a = Telemetry("prometheus", TRAIN_METRICS, run="a", rank=0)
+    b = Telemetry("prometheus", TRAIN_METRICS, run="a", rank=1)
     pa, pb = a.serve(0), b.serve(0)
     try:
         a.gauge("weaksound_train_loss").set(0.5)
@@ -107,7 +112,7 @@ def test_two_objects_have_separate_registries_and_servers():
 
 
 def test_close_stops_the_server_and_is_idempotent():
-    tel = Telemetry("prometheus", run="r", kind="embed")
+    tel = Telemetry("prometheus", EMBED_METRICS, run="r")
     port = tel.serve(0)
     tel.counter("weaksound_embed_clips_total").inc(3)
     assert "weaksound_embed_clips_total" in tel.text()
@@ -121,7 +126,7 @@ def test_close_with_linger_serves_the_final_values_a_little_longer():
     import threading
     import time
 
-    tel = Telemetry("prometheus", run="r", kind="embed")
+    tel = Telemetry("prometheus", EMBED_METRICS, run="r")
     port = tel.serve(0)
     closing = threading.Thread(target=tel.close, kwargs={"linger_s": 1.0})
     started = time.monotonic()
@@ -133,13 +138,13 @@ def test_close_with_linger_serves_the_final_values_a_little_longer():
     assert time.monotonic() - started >= 1.0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
-    Telemetry("none", run="r", kind="embed").close(linger_s=60)  # nothing served: returns at once
+    Telemetry("none", EMBED_METRICS, run="r").close(linger_s=60)  # nothing served: returns at once
 
 
 @pytest.mark.parametrize("call, error", [
     (lambda t: t.counter("weaksound_prep_clip_total"), KeyError),             # not in the contract
     (lambda t: t.gauge("weaksound_prep_clips_total"), TypeError),              # wrong type
-    (lambda t: t.counter("weaksound_train_steps_total"), ValueError),          # other job kind
+    (lambda t: t.counter("weaksound_train_steps_total"), KeyError),            # another stage's table
     (lambda t: t.counter("weaksound_prep_rejects_total").inc(), ValueError),   # reason missing
     (lambda t: t.counter("weaksound_prep_clips_total").inc(clip="x"), ValueError),  # unknown tag
     (lambda t: t.counter("weaksound_prep_clips_total").inc(-1), ValueError),
@@ -148,24 +153,31 @@ def test_close_with_linger_serves_the_final_values_a_little_longer():
 ])
 def test_misuse_fails_loudly(call, error):
     with pytest.raises(error):
-        call(Telemetry("none", run="r", kind="prep"))
+        call(Telemetry("none", PREP_METRICS, run="r"))
 
 
 def test_constructor_checks():
     with pytest.raises(ValueError, match="backend"):
-        Telemetry("statsd", run="r", kind="prep")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="kind"):
-        Telemetry(run="r", kind="eval")  # type: ignore[arg-type]
+        Telemetry("statsd", PREP_METRICS, run="r")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="MetricTable"):
+        Telemetry("none", {"weaksound_prep_clips_total": None}, run="r")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rank"):
-        Telemetry(run="r", kind="train")
+        Telemetry("none", TRAIN_METRICS, run="r")
     with pytest.raises(ValueError, match="rank"):
-        Telemetry(run="r", kind="prep", rank=0)
+        Telemetry("none", PREP_METRICS, run="r", rank=0)
     with pytest.raises(ValueError):
-        Telemetry(run="", kind="prep")
+        Telemetry("none", PREP_METRICS, run="")
+
+
+def test_a_table_refuses_metrics_of_another_job_kind_or_a_misplaced_rank_tag():
+    with pytest.raises(ValueError, match="does not belong"):
+        MetricTable("prep", (MetricSpec("weaksound_train_loss", "gauge", "x", ("run", "kind")),))
+    with pytest.raises(ValueError, match="rank tag"):
+        MetricTable("train", (MetricSpec("weaksound_train_loss", "gauge", "x", ("run", "kind")),), ranked=True)
 
 
 def test_cardinality_guard_refuses_per_clip_tags():
-    tel = Telemetry("none", run="r", kind="prep")
+    tel = Telemetry("none", PREP_METRICS, run="r")
     rejects = tel.counter("weaksound_prep_rejects_total")
     for i in range(tm.MAX_SERIES_PER_METRIC):
         rejects.inc(reason=f"r{i}")
@@ -175,7 +187,7 @@ def test_cardinality_guard_refuses_per_clip_tags():
 
 
 def test_zero_increment_is_a_noop_but_still_checked():
-    tel = Telemetry("prometheus", run="r", kind="prep")
+    tel = Telemetry("prometheus", PREP_METRICS, run="r")
     tel.counter("weaksound_prep_clips_total").inc(0)
     assert "weaksound_prep_clips_total{" not in tel.text()
     with pytest.raises(ValueError):
@@ -183,17 +195,17 @@ def test_zero_increment_is_a_noop_but_still_checked():
 
 
 def test_pickling_ray_and_none_but_not_prometheus():
-    t = pickle.loads(pickle.dumps(Telemetry("none", run="r", kind="train", rank=3)))
+    t = pickle.loads(pickle.dumps(Telemetry("none", TRAIN_METRICS, run="r", rank=3)))
     assert (t.backend, t.run, t.kind, t.rank) == ("none", "r", "train", 3)
     with pytest.raises(TypeError, match="bound to its process"):
-        pickle.dumps(Telemetry("prometheus", run="r", kind="prep"))
+        pickle.dumps(Telemetry("prometheus", PREP_METRICS, run="r"))
 
 
 def test_ray_backend_needs_a_ray_process():
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("a Ray session is active in this test process")
-    tel = Telemetry("ray", run="r", kind="prep")  # a driver may build it before ray.init ...
+    tel = Telemetry("ray", PREP_METRICS, run="r")  # a driver may build it before ray.init ...
     with pytest.raises(RuntimeError, match="ray.init"):
         tel.counter("weaksound_prep_clips_total").inc()  # ... but not record without Ray
     with pytest.raises(RuntimeError, match="Ray's metrics exporter"):
@@ -215,11 +227,11 @@ class _Reject:
 
 
 def test_prep_and_embed_conveniences():
-    tel = Telemetry("prometheus", run="as", kind="prep")
-    tel.record_shard(_Shard(100, 2_000_000, 4.0, [{"reason": "silent"}, {"reason": "silent"},
+    tel = Telemetry("prometheus", PREP_METRICS, run="as")
+    record_shard(tel, _Shard(100, 2_000_000, 4.0, [{"reason": "silent"}, {"reason": "silent"},
                                                    {"reason": "missing_audio"}]))
-    tel.record_shard(_Shard(50, 1_000_000, 2.0))
-    tel.record_listing_rejects([_Reject("bad_csv_row"), _Reject("missing_audio"), _Reject("missing_audio")])
+    record_shard(tel, _Shard(50, 1_000_000, 2.0))
+    record_listing_rejects(tel, [_Reject("bad_csv_row"), _Reject("missing_audio"), _Reject("missing_audio")])
     port = tel.serve(0)
     try:
         s = _scrape(port)
@@ -234,9 +246,9 @@ def test_prep_and_embed_conveniences():
     assert s[("weaksound_prep_rejects_total", base | {("reason", "bad_csv_row")})] == 1
     assert s[("weaksound_prep_missing_total", base)] == 3
 
-    emb = Telemetry("prometheus", run="esc50", kind="embed")
-    emb.record_embed({"clips": 40, "audio_s": 200.0, "bytes": 1, "seconds": 2.0})
-    emb.record_embed({"clips": 10, "seconds": 0.0})
+    emb = Telemetry("prometheus", EMBED_METRICS, run="esc50")
+    record_embed(emb, {"clips": 40, "audio_s": 200.0, "bytes": 1, "seconds": 2.0})
+    record_embed(emb, {"clips": 10, "seconds": 0.0})
     text = emb.text()
     assert 'weaksound_embed_clips_total{kind="embed",run="esc50"} 50.0' in text
     assert 'weaksound_embed_clips_per_second{kind="embed",run="esc50"} 20.0' in text

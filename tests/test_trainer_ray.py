@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import storage
+from runtime import storage
 from test_trainer_data import make_tone_dataset
 from trainer.export import load_exported
 from trainer.main import main

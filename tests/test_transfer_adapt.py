@@ -34,7 +34,7 @@ from transfer.adapt import (
     AdaptConfig,
 )
 from transfer.cli import main
-from transfer.embed import load_embeddings
+from inference.embed import load_embeddings
 from transfer.svm import TransferData, combine_units, evaluate_feature_sets, plan_units, run_unit
 
 

@@ -18,10 +18,10 @@ import pytest
 
 from transfer_fixtures import CLASSES, N_FOLDS, build_source, build_target, leak_one_source
 
-from data_prep import storage
+from runtime import storage
 from trainer.metrics import clip_metrics
 from transfer.cli import build_parser, main
-from transfer.embed import load_embeddings
+from inference.embed import load_embeddings
 from transfer.experiments import super_categories
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -23,7 +23,7 @@ from data_prep.shards import ShardConfig
 from trainer.config import preset
 from trainer.export import export_model
 from trainer.model import WeakLabelCNN
-from transfer.embed import load_arrays, load_embeddings, run_embed, save_arrays
+from inference.embed import load_arrays, load_embeddings, run_embed, save_arrays
 
 RATE = 16000
 CLASSES = (("tonal/low_tone", "Low tone"), ("tonal/high_chirp", "High chirp"), ("noisy/noise_bursts", "Noise bursts"))

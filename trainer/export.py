@@ -17,7 +17,7 @@ the network from the JSON alone:
  "training": {...}}
 ```
 
-``load_exported(url)`` works on a local folder or ``s3://`` prefix (via ``data_prep.storage``).
+``load_exported(url)`` works on a local folder or ``s3://`` prefix (via ``runtime.storage``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from data_prep import storage
+from runtime import storage
 from trainer.config import FrontEndConfig, ModelConfig, _from_dict
 from trainer.frontend import LogMel
 from trainer.model import WeakLabelCNN, segment_geometry

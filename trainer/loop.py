@@ -30,8 +30,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from data_prep import storage
-from data_prep.telemetry import Telemetry, default_backend
+from runtime import storage
+from runtime.telemetry import Telemetry, default_backend
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config import OptimConfig, TrainConfig
 from trainer.data import EpochPlan, make_loader
@@ -39,6 +39,7 @@ from trainer.export import export_model
 from trainer.frontend import LogMel
 from trainer.metrics import clip_metrics, map_by_duration
 from trainer.model import WeakLabelCNN
+from trainer.train_metrics import TRAIN_METRICS
 
 __all__ = ["train_loop_per_worker", "lr_at", "METRICS_FILE", "DURATION_EDGES_S"]
 
@@ -151,7 +152,7 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     use_cuda = device.type == "cuda"
     torch.manual_seed(cfg.seed + rank)
-    tel = Telemetry(default_backend(), run=cfg.name, kind="train", rank=rank)
+    tel = Telemetry(default_backend(), TRAIN_METRICS, run=cfg.name, rank=rank)
     progress = _progress_handle(config.get("progress_actor"))
 
     model = WeakLabelCNN(cfg.model, cfg.frontend.n_mels).to(device)

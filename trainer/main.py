@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # `python trainer/main.py` puts trainer/ first, not the repo root
     sys.path.insert(0, REPO)
 
-from data_prep import storage  # noqa: E402
+from runtime import storage  # noqa: E402
 from trainer.config import PRESETS, TrainConfig, apply_overrides, preset  # noqa: E402
 
 __all__ = ["main", "build_parser", "resolve_config", "run"]
@@ -207,7 +207,7 @@ def run(cfg: TrainConfig, *, address: str | None = None, num_cpus: int | None = 
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from data_prep.manifest import read_manifest
-    from data_prep.ray_runtime import ensure_ray
+    from runtime.ray_cluster import ensure_ray
     from trainer.checkpoint import load_checkpoint
     from trainer.data import plan_epoch
     from trainer.export import export_model

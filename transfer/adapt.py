@@ -208,10 +208,9 @@ def load_training_clips(shard_urls: Sequence[str], train_ids: Sequence[str], tes
     dropped as soon as their metadata is read; a listed clip that belongs to ``test_fold``, has
     not exactly one label, or is missing from the shards raises ``ValueError``.
     """
-    from data_prep import storage
+    from runtime import storage
     from data_prep.shards import iter_shard
 
-    storage.register_webdataset_s3()
     ordered = sorted(set(train_ids))
     mine = set(ordered[rank::world])
     got: dict[str, tuple[np.ndarray, int]] = {}
@@ -435,16 +434,15 @@ def _adapted_model(model_url: str, spec: AdaptSpec, num_classes: int, weights: b
     return ExportedModel(model=model, frontend=exported.frontend, architecture=arch, vocabulary=[], config={})
 
 
-def adapted_shard_features(model_url: str, spec: dict, num_classes: int, weights: bytes, shard_url: str,
+def adapted_shard_features(shard_url: str, model_url: str, spec: dict, num_classes: int, weights: bytes,
                            batch_seconds: float = 60.0, device: str = "cpu") -> dict[str, np.ndarray]:
     """clip_id + F1/F2 max/avg of every clip of one shard through the adapted network."""
     import torch
 
-    from data_prep import storage
+    from runtime import storage
     from data_prep.shards import iter_shard
-    from transfer.embed import embed_samples
+    from inference.embed import embed_samples
 
-    storage.register_webdataset_s3()
     if device == "cpu":
         torch.set_num_threads(1)
     exported = _adapted_model(model_url, AdaptSpec(**spec), num_classes, weights, device)
@@ -458,22 +456,18 @@ def adapted_features(fit: FitResult, model_url: str, shard_urls: Sequence[str], 
     """The paper's four feature sets from the adapted network, rows in ``clip_ids`` order
     (one Ray task per shard; the weights are ``ray.put`` once)."""
     from transfer.feature_sets import feature_sets_from_pooled
-    from transfer.parallel import _bounded, default_in_flight
+    from runtime.parallel import bounded_map
 
-    parts: list[dict[str, np.ndarray]] = []
     spec = asdict(fit.spec)
-    if executor == "local":
-        for url in shard_urls:
-            parts.append(adapted_shard_features(model_url, spec, num_classes, fit.weights, url, cfg.batch_seconds))
-    else:
+    gpu = False
+    if executor == "ray":
         import ray
 
         gpu = cfg.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(adapted_shard_features)
-        ref = ray.put(fit.weights)
-        _bounded(lambda url: task.remote(model_url, spec, num_classes, ref, url, cfg.batch_seconds,
-                                         "cuda" if gpu else "cpu"),
-                 list(shard_urls), max_in_flight or default_in_flight(), lambda _i, out: parts.append(out))
+    parts = bounded_map(adapted_shard_features, list(shard_urls),
+                        shared=(model_url, spec, num_classes, fit.weights, cfg.batch_seconds, "cuda" if gpu else "cpu"),
+                        executor=executor, max_in_flight=max_in_flight,
+                        ray_options={"num_cpus": 1, "num_gpus": 1 if gpu else 0})
     row = {}
     for p in parts:
         for i, cid in enumerate(p["clip_id"].tolist()):

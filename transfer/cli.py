@@ -37,7 +37,7 @@ import time
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import storage  # noqa: E402
+from runtime import storage  # noqa: E402
 from transfer.svm import DEFAULT_C_GRID  # noqa: E402
 
 TASKS = ("events", "scenes", "adapt", "semantic", "audioset", "all")
@@ -176,7 +176,7 @@ def _is_multilabel(emb) -> bool:
 
 def _plan(args):
     """(classification targets by task, semantic targets, adaptation targets, audioset URL)."""
-    from transfer.embed import load_embeddings
+    from inference.embed import load_embeddings
     from transfer.experiments import Target, infer_task
 
     def need(url, what):
@@ -252,7 +252,7 @@ def run(args, argv: list[str]) -> dict:
         groups = json.loads(storage.read_text(args.super_categories))
     uses_ray = args.executor == "ray" or bool(adapt_targets)
     if uses_ray:
-        from data_prep.ray_runtime import ensure_ray
+        from runtime.ray_cluster import ensure_ray
 
         ensure_ray(args.address)
     use_gpu = False
@@ -325,7 +325,6 @@ def _merge(into, part, key: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    storage.register_webdataset_s3()
     try:
         summary = run(args, argv)
     except (ValueError, FileNotFoundError) as e:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer.embed import Embeddings, load_embeddings
+from inference.embed import Embeddings, load_embeddings
 from transfer.feature_sets import feature_set_names, feature_sets_from_pooled, row_label
 from transfer.results import ResultRow, baseline_row, confusion_matrix, per_class_accuracy, transfer_row
 from transfer.svm import DEFAULT_C_GRID, FoldResults, TransferData, check_fold_isolation, plan_units

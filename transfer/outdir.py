@@ -3,7 +3,7 @@
 Every writer in ``transfer/`` (``results.write_results``, ``plots.*``) writes local files, each
 atomically (temporary name + rename). For an ``s3://`` destination the files are written into a
 temporary local folder and ``publish()`` uploads each one with a single PUT
-(``data_prep.storage.write_bytes_atomic``), so a reader of the bucket never sees half a file::
+(``runtime.storage.write_bytes_atomic``), so a reader of the bucket never sees half a file::
 
     with ResultsDir("s3://bucket/runs/esc50") as out:
         write_results(out.path, rows, command)        # out.path is a local folder
@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from data_prep import storage
+from runtime import storage
 
 __all__ = ["ResultsDir"]
 

@@ -12,13 +12,14 @@ Ray is imported only inside the functions, so the module loads without it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from runtime.parallel import Progress, bounded_map
 from transfer.svm import FoldResults, SVMUnit, TransferData, UnitScore, combine_units, run_unit
 
-__all__ = ["SVMJob", "mfcc_features", "mfcc_shard", "run_svm_units", "default_in_flight"]
+__all__ = ["SVMJob", "mfcc_features", "mfcc_shard", "run_svm_units"]
 
 
 class SVMJob:
@@ -32,34 +33,9 @@ class SVMJob:
         self.units = list(units)
 
 
-def default_in_flight() -> int:
-    """Twice the cluster's CPUs: enough queued work to keep every core busy."""
-    import ray
-
-    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _bounded(submit: Callable, items: Sequence, max_in_flight: int, on_done: Callable) -> None:
-    """Submit ``submit(item)`` for every item with at most ``max_in_flight`` pending; call
-    ``on_done(index, value)`` as each finishes. No ``ray.get`` inside the submission loop."""
-    import ray
-
-    pending: dict = {}
-    it = iter(enumerate(items))
-    exhausted = False
-    while pending or not exhausted:
-        while not exhausted and len(pending) < max_in_flight:
-            try:
-                i, item = next(it)
-            except StopIteration:
-                exhausted = True
-                break
-            pending[submit(item)] = i
-        if not pending:
-            break
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            on_done(pending.pop(ref), ray.get(ref))
+def _run_job_unit(item: tuple[int, SVMUnit], datas: tuple[TransferData, ...]) -> UnitScore:
+    k, unit = item
+    return run_unit(unit, datas[k])
 
 
 def run_svm_units(jobs: Sequence[SVMJob], *, executor: str = "ray", max_in_flight: int = 0,
@@ -76,43 +52,22 @@ def run_svm_units(jobs: Sequence[SVMJob], *, executor: str = "ray", max_in_fligh
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique, got {names}")
     flat = [(k, u) for k, job in enumerate(jobs) for u in job.units]
+    datas = tuple(job.data for job in jobs)
+    results = bounded_map(_run_job_unit, flat, shared=(datas,), executor=executor, max_in_flight=max_in_flight,
+                          progress=Progress("svm units", unit="unit") if progress else None)
     scores: list[list[UnitScore]] = [[] for _ in jobs]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(flat), desc="svm units", unit="unit", dynamic_ncols=True)
-
-    def done(i: int, score: UnitScore) -> None:
-        scores[flat[i][0]].append(score)
-        if bar is not None:
-            bar.update(1)
-
-    if executor == "local":
-        for i, (k, unit) in enumerate(flat):
-            done(i, run_unit(unit, jobs[k].data))
-    elif executor == "ray":
-        import ray
-
-        refs = [ray.put(job.data) for job in jobs]  # once per dataset, shared by its units
-        task = ray.remote(num_cpus=1)(run_unit)
-        _bounded(lambda item: task.remote(item[1], refs[item[0]]), flat,
-                 max_in_flight or default_in_flight(), done)
-    else:
-        raise ValueError(f"executor must be 'ray' or 'local', got {executor!r}")
-    if bar is not None:
-        bar.close()
+    for (k, _unit), score in zip(flat, results):
+        scores[k].append(score)
     return {job.name: combine_units(job.units, scores[k], job.data) for k, job in enumerate(jobs)}
 
 
 def mfcc_shard(shard_url: str, sample_rate: int, n_mfcc: int = 20, delta_order: int = 1
                ) -> tuple[list[str], np.ndarray]:
     """(clip ids, (n, D) MFCC statistics) of every clip of one shard, in stored order."""
-    from data_prep import storage
+    from runtime import storage
     from data_prep.shards import iter_shard
     from transfer.baseline import MFCCStats
 
-    storage.register_webdataset_s3()
     extractor = MFCCStats(sample_rate, n_mfcc=n_mfcc, delta_order=delta_order)
     ids, rows = [], []
     for s in iter_shard(shard_url):
@@ -136,31 +91,14 @@ def mfcc_features(data_url: str, clip_ids: Sequence[str], *, n_mfcc: int = 20, d
     manifest = read_manifest(data_url)
     shard_urls = manifest.shard_urls()
     found: dict[str, np.ndarray] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(shard_urls), desc="mfcc baseline", unit="shard", dynamic_ncols=True)
 
     def done(_i: int, out: tuple[list[str], np.ndarray]) -> None:
         for cid, row in zip(out[0], out[1]):
             found[cid] = row
-        if bar is not None:
-            bar.update(1)
 
-    args = (manifest.sample_rate, n_mfcc, delta_order)
-    if executor == "local":
-        for i, url in enumerate(shard_urls):
-            done(i, mfcc_shard(url, *args))
-    elif executor == "ray":
-        import ray
-
-        task = ray.remote(num_cpus=1)(mfcc_shard)
-        _bounded(lambda url: task.remote(url, *args), shard_urls, max_in_flight or default_in_flight(), done)
-    else:
-        raise ValueError(f"executor must be 'ray' or 'local', got {executor!r}")
-    if bar is not None:
-        bar.close()
+    bounded_map(mfcc_shard, shard_urls, shared=(manifest.sample_rate, n_mfcc, delta_order), executor=executor,
+                max_in_flight=max_in_flight, on_done=done,
+                progress=Progress("mfcc baseline", unit="shard") if progress else None)
     missing = [c for c in clip_ids if c not in found]
     if missing:
         raise ValueError(f"{len(missing)} embedded clips are not in the shards of {data_url} "

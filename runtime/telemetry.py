@@ -1,7 +1,9 @@
-"""Prometheus metrics for weaksound jobs, with the names pinned in docs/contracts.md.
+"""The telemetry mechanism of every job: typed Prometheus metric handles and three backends.
 
-One `Telemetry` object per job process. It hands out typed metric handles by contract name and
-sends values to one of three backends:
+Each stage owns its metric table (`MetricTable`: the names pinned in docs/contracts.md):
+``data_prep.prep_metrics.PREP_METRICS``, ``trainer.train_metrics.TRAIN_METRICS`` and
+``inference.embed_metrics.EMBED_METRICS``. One `Telemetry` object per job process, built on one table,
+hands out typed metric handles by contract name and sends values to one of three backends:
 
 - ``"ray"``: `ray.util.metrics`, for code running inside Ray (driver, tasks, actors, Train
   workers). Ray's per-node exporter (``ray start --metrics-export-port``, port 8080 on KubeRay)
@@ -15,7 +17,7 @@ sends values to one of three backends:
 
 Example::
 
-    tel = Telemetry("prometheus", run="as2m-r1", kind="prep")
+    tel = Telemetry("prometheus", PREP_METRICS, run="as2m-r1")
     port = tel.serve(0)                                    # 0 = any free port; returns the port
     tel.counter("weaksound_prep_clips_total").inc(128)
     tel.counter("weaksound_prep_rejects_total").inc(reason="silent")
@@ -32,23 +34,21 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 __all__ = [
-    "Backend", "MetricKind", "MetricSpec", "METRICS", "RAY_PREFIX", "MAX_SERIES_PER_METRIC",
-    "Telemetry", "Counter", "Gauge", "Histogram", "default_backend", "exported_name",
+    "Backend", "MetricKind", "MetricSpec", "MetricTable", "RAY_PREFIX", "MAX_SERIES_PER_METRIC",
+    "STEP_BUCKETS", "IO_BUCKETS", "Telemetry", "Counter", "Gauge", "Histogram", "default_backend",
+    "exported_name",
 ]
 
 Backend = Literal["ray", "prometheus", "none"]
 MetricKind = Literal["counter", "gauge", "histogram"]
-JobKind = Literal["prep", "train", "embed"]
 
 BACKENDS: tuple[str, ...] = ("ray", "prometheus", "none")
-JOB_KINDS: tuple[str, ...] = ("prep", "train", "embed")
 RAY_PREFIX = "ray_"
 MAX_SERIES_PER_METRIC = 64
 _TAG_VALUE_MAX_LEN = 128
@@ -77,39 +77,41 @@ class MetricSpec:
         return (base,)
 
 
-_STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_IO_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-
-_BASE = ("run", "kind")
-_TRAIN = ("run", "kind", "rank")
+STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)  # seconds per step
+IO_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)  # seconds per write
 
 
-def _specs(*specs: MetricSpec) -> Mapping[str, MetricSpec]:
-    return MappingProxyType({s.name: s for s in specs})
+@dataclass(frozen=True)
+class MetricTable:
+    """The metrics of one job kind (``weaksound_<kind>_*``), owned by the stage that emits them.
 
+    ``ranked``: every metric carries a ``rank`` tag (Train workers), so a Telemetry on this table
+    needs a rank.
+    """
 
-METRICS: Mapping[str, MetricSpec] = _specs(
-    MetricSpec("weaksound_prep_clips_total", "counter", "clips written to shards", _BASE),
-    MetricSpec("weaksound_prep_rejects_total", "counter", "inputs skipped, by reason", _BASE + ("reason",)),
-    MetricSpec("weaksound_prep_missing_total", "counter", "listed clips with no audio file", _BASE),
-    MetricSpec("weaksound_prep_bytes_written_total", "counter", "shard bytes written", _BASE),
-    MetricSpec("weaksound_prep_shard_write_seconds", "histogram", "time to build+write one shard", _BASE,
-               _IO_BUCKETS),
-    MetricSpec("weaksound_train_steps_total", "counter", "optimizer steps", _TRAIN),
-    MetricSpec("weaksound_train_step_seconds", "histogram", "wall time per step", _TRAIN, _STEP_BUCKETS),
-    MetricSpec("weaksound_train_clips_per_second", "gauge", "training clips/s per rank", _TRAIN),
-    MetricSpec("weaksound_train_audio_seconds_per_second", "gauge", "audio seconds/s per rank", _TRAIN),
-    MetricSpec("weaksound_train_data_wait_fraction", "gauge", "share of step time waiting for data", _TRAIN),
-    MetricSpec("weaksound_train_loss", "gauge", "last training loss", _TRAIN),
-    MetricSpec("weaksound_train_learning_rate", "gauge", "current LR", _TRAIN),
-    MetricSpec("weaksound_train_eval_map", "gauge", "eval mAP of the last epoch", _TRAIN),
-    MetricSpec("weaksound_train_eval_auc", "gauge", "eval mean AUC of the last epoch", _TRAIN),
-    MetricSpec("weaksound_train_checkpoint_seconds", "histogram", "time to write one checkpoint", _TRAIN,
-               _IO_BUCKETS),
-    MetricSpec("weaksound_train_restarts_total", "counter", "worker-group (re)starts beyond the first", _TRAIN),
-    MetricSpec("weaksound_embed_clips_total", "counter", "clips embedded", _BASE),
-    MetricSpec("weaksound_embed_clips_per_second", "gauge", "extraction throughput per actor", _BASE),
-)
+    kind: str
+    specs: tuple[MetricSpec, ...]
+    ranked: bool = False
+
+    def __post_init__(self):
+        for spec in self.specs:
+            if spec.job != self.kind:
+                raise ValueError(f"{spec.name} does not belong to {self.kind} jobs (weaksound_{self.kind}_*)")
+            if ("rank" in spec.tag_keys) != self.ranked:
+                raise ValueError(f"{spec.name}: the rank tag must be {'on' if self.ranked else 'off'} in this table")
+
+    def __getitem__(self, name: str) -> MetricSpec:
+        for spec in self.specs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"{name!r} is not in the {self.kind} metrics table of docs/contracts.md")
+
+    def __iter__(self):
+        return iter(self.specs)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.specs)
 
 
 def exported_name(name: str, backend: Backend = "ray") -> str:
@@ -306,44 +308,35 @@ class _RaySink:
 # The object jobs hold
 
 
-class _ShardResultLike(Protocol):
-    clips: int
-    bytes: int
-    seconds: float
-    rejects: list[dict]
-
-
-class _RejectLike(Protocol):
-    reason: str
-
-
 class Telemetry:
     """Metrics of one job process (a prep driver, one Train worker, one extraction actor).
 
     Args:
         backend: ``"ray"``, ``"prometheus"`` or ``"none"`` (see the module docstring);
             `default_backend()` picks ``"ray"`` inside Ray.
+        table: the job's `MetricTable`; only its metrics are handed out, its kind is the ``kind`` label.
         run: run name (the stable RayJob / Ray Train run name); becomes the ``run`` label.
-        kind: ``"prep"``, ``"train"`` or ``"embed"``; only ``weaksound_<kind>_*`` metrics are allowed.
-        rank: the Train world rank (required for ``kind="train"``, refused otherwise).
+        rank: the Train world rank (required for a ranked table, refused otherwise).
 
     A ray/none Telemetry pickles (its settings travel, metrics are re-created in the receiving
     process), so it can be passed to Ray tasks and actors; a prometheus one cannot (its registry
     and HTTP server belong to this process).
     """
 
-    def __init__(self, backend: Backend = "none", *, run: str, kind: JobKind, rank: int | None = None):
+    def __init__(self, backend: Backend, table: MetricTable, *, run: str, rank: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown metrics backend {backend!r}; expected one of {BACKENDS}")
-        if kind not in JOB_KINDS:
-            raise ValueError(f"unknown job kind {kind!r}; expected one of {JOB_KINDS}")
-        if (kind == "train") != (rank is not None):
-            raise ValueError("rank is required for kind='train' and only allowed there")
+        if not isinstance(table, MetricTable):
+            raise TypeError(f"table must be a MetricTable (a stage's metrics), got {type(table).__name__}")
+        kind = table.kind
+        if table.ranked != (rank is not None):
+            raise ValueError(f"rank is {'required' if table.ranked else 'not allowed'} for {kind} metrics")
         if rank is not None and (not isinstance(rank, int) or rank < 0):
             raise ValueError(f"rank must be a non-negative int, got {rank!r}")
         self.backend: Backend = backend
         self.run = _tag_value("run", run)
         self.kind = kind
+        self.table = table
         self.rank = rank
         self._fixed = {"run": self.run, "kind": kind, **({"rank": str(rank)} if rank is not None else {})}
         self._sink: _Sink
@@ -365,22 +358,17 @@ class Telemetry:
         if self.backend == "prometheus":
             raise TypeError("a prometheus-backend Telemetry is bound to its process (registry and "
                             "HTTP server); create one per process, or use backend='ray' inside Ray")
-        return (_rebuild, (self.backend, self.run, self.kind, self.rank))
+        return (_rebuild, (self.backend, self.table, self.run, self.rank))
 
     # -- handles ------------------------------------------------------------------------------
 
     def _handle(self, name: str, cls: type[_Metric]) -> Any:
         handle = self._handles.get(name)
         if handle is None:
-            try:
-                spec = METRICS[name]
-            except KeyError:
-                raise KeyError(f"{name!r} is not in the metrics table of docs/contracts.md") from None
+            spec = self.table[name]
             expected = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[cls]
             if spec.kind != expected:
                 raise TypeError(f"{name} is a {spec.kind}, not a {expected}")
-            if spec.job != self.kind:
-                raise ValueError(f"{name} belongs to {spec.job} jobs; this Telemetry is kind={self.kind!r}")
             handle = cls(spec, self._sink, {k: v for k, v in self._fixed.items() if k in spec.tag_keys})
             self._handles[name] = handle
         return handle
@@ -393,41 +381,6 @@ class Telemetry:
 
     def histogram(self, name: str) -> Histogram:
         return self._handle(name, Histogram)
-
-    # -- prep conveniences (called by data_prep.pipeline) -------------------------------------
-
-    def record_shard(self, result: _ShardResultLike) -> None:
-        """Count one finished shard task: clips, bytes, write time, and its rejects by reason."""
-        self.counter("weaksound_prep_clips_total").inc(result.clips)
-        self.counter("weaksound_prep_bytes_written_total").inc(result.bytes)
-        self.histogram("weaksound_prep_shard_write_seconds").observe(result.seconds)
-        self._count_rejects(r["reason"] for r in result.rejects)
-
-    def record_listing_rejects(self, rejects: Iterable[_RejectLike]) -> None:
-        """Count rejects found while listing a source (bad CSV rows, missing audio, ...)."""
-        self._count_rejects(r.reason for r in rejects)
-
-    def _count_rejects(self, reasons: Iterable[str]) -> None:
-        by_reason: dict[str, int] = {}
-        for reason in reasons:
-            by_reason[reason] = by_reason.get(reason, 0) + 1
-        for reason, n in sorted(by_reason.items()):
-            self.counter("weaksound_prep_rejects_total").inc(n, reason=reason)
-            if reason == "missing_audio":
-                self.counter("weaksound_prep_missing_total").inc(n)
-
-    # -- extraction convenience (called by transfer.embed) -------------------------------------
-
-    def record_embed(self, result: Mapping[str, Any]) -> None:
-        """Count one embedded shard: ``{"clips": n, "seconds": wall time, ...}``.
-
-        The gauge is that shard's throughput, i.e. the clips/s of the actor that embedded it.
-        """
-        clips = int(result["clips"])
-        self.counter("weaksound_embed_clips_total").inc(clips)
-        seconds = float(result.get("seconds", 0.0))
-        if seconds > 0:
-            self.gauge("weaksound_embed_clips_per_second").set(clips / seconds)
 
     # -- serving (prometheus backend only) ----------------------------------------------------
 
@@ -479,5 +432,5 @@ class Telemetry:
         self.close()
 
 
-def _rebuild(backend: Backend, run: str, kind: JobKind, rank: int | None) -> Telemetry:
-    return Telemetry(backend, run=run, kind=kind, rank=rank)
+def _rebuild(backend: Backend, table: MetricTable, run: str, rank: int | None) -> Telemetry:
+    return Telemetry(backend, table, run=run, rank=rank)

@@ -24,7 +24,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import audio, storage  # noqa: E402
+from data_prep import audio
+from runtime import storage  # noqa: E402
 
 
 @dataclass
@@ -163,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trainer.export import load_exported
 
-    storage.register_webdataset_s3()
     exported = load_exported(args.model)
     failures = 0
     for path in args.files:

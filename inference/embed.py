@@ -30,9 +30,11 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import storage  # noqa: E402
+from runtime import storage  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
 from data_prep.shards import iter_shard  # noqa: E402
+from inference.embed_metrics import EMBED_METRICS, record_embed  # noqa: E402
+from runtime.parallel import Progress, bounded_map  # noqa: E402
 
 FORMAT = "weaksound-embeddings/1"
 INDEX = "embeddings.json"
@@ -135,7 +137,6 @@ class ShardEmbedder:
 
         from trainer.export import load_exported
 
-        storage.register_webdataset_s3()
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
         self.exported = load_exported(model_url, device=device)
@@ -150,8 +151,16 @@ class ShardEmbedder:
         result = {"clips": int(arrays["key"].size), "audio_s": float(arrays["duration_s"].sum()),
                   "bytes": size, "seconds": time.perf_counter() - started}
         if self.telemetry is not None:
-            self.telemetry.record_embed(result)
+            record_embed(self.telemetry, result)
         return result
+
+
+def _embed_job_locally(embedder: "ShardEmbedder"):
+    return lambda job: embedder.embed_shard(job[1], job[2])
+
+
+def _embed_job_on_actor(actor, job):
+    return actor.embed_shard.remote(job[1], job[2])
 
 
 @dataclass
@@ -174,7 +183,7 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
               telemetry=None) -> EmbedSummary:
     """Embed every clip of ``split`` of the dataset at ``data_url`` into ``out_url``.
 
-    ``telemetry`` (a ``data_prep.telemetry.Telemetry`` of kind "embed") counts every embedded
+    ``telemetry`` (a ``runtime.telemetry.Telemetry`` of kind "embed") counts every embedded
     shard. A picklable one (backend "ray" or "none") travels to the Ray actors, which record their
     own shards (so the clips/s gauge is per actor); a "prometheus" one stays in this process and
     records each shard when its result comes back.
@@ -194,12 +203,10 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         out = storage.join(out_url, _npz_name(entry.name))
         jobs.append((entry, storage.join(manifest.url, entry.name), out))
     todo = [j for j in jobs if not storage.exists(j[2])]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(e.num_samples for e, _, _ in jobs), desc="embed", unit="clip", dynamic_ncols=True)
-        bar.update(sum(e.num_samples for e, _, out in jobs if (e, _, out) not in todo))
+    started_clips = sum(e.num_samples for e, _, out in jobs if (e, _, out) not in todo)
+    bar = Progress("embed", unit="clip", weight=lambda job: job[0].num_samples, initial=started_clips,
+                   postfix=lambda _done: {"clips_per_s": f"{clips / (time.perf_counter() - started):.1f}"}
+                   ) if progress else None
     clips, audio_s, busy_s = 0, 0.0, 0.0
     # who calls record_embed: the embedders themselves when the Telemetry can travel to them
     in_embedder = telemetry is not None and (executor == "local" or telemetry.backend != "prometheus")
@@ -209,37 +216,30 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         clips += result["clips"]
         audio_s += result["audio_s"]
         busy_s += result["seconds"]
-        if bar is not None:
-            bar.update(result["clips"])
-            bar.set_postfix(clips_per_s=f"{clips / (time.perf_counter() - started):.1f}")
         if telemetry is not None and not in_embedder:
-            telemetry.record_embed(result)
+            record_embed(telemetry, result)
 
     if executor == "local":
         embedder = ShardEmbedder(model_url, batch_seconds, threads=os.cpu_count() or 1,
                                  telemetry=telemetry)
-        for _, shard_url, out in todo:
-            done(embedder.embed_shard(shard_url, out))
-    elif todo:
+        pool = None
+        call = _embed_job_locally(embedder)
+    else:
         import ray
-        from ray.util import ActorPool
 
-        from data_prep.ray_runtime import ensure_ray
+        from runtime.ray_cluster import ensure_ray
 
         ensure_ray(address)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = actors or (gpus if gpus else cpus)
-        n = max(1, min(n, len(todo)))
+        n = max(1, min(actors or (gpus if gpus else cpus), len(todo) or 1))
         opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(**opts)(ShardEmbedder)
-        pool = ActorPool([actor_cls.remote(model_url, batch_seconds, "cuda" if gpus else "cpu", 1,
-                                           telemetry if in_embedder else None)
-                          for _ in range(n)])
-        for result in pool.map_unordered(lambda a, job: a.embed_shard.remote(job[1], job[2]), todo):
-            done(result)
-    if bar is not None:
-        bar.close()
+        pool = [actor_cls.remote(model_url, batch_seconds, "cuda" if gpus else "cpu", 1,
+                                   telemetry if in_embedder else None) for _ in range(n)] if todo else None
+        call = _embed_job_on_actor
+    if todo:
+        bounded_map(call, todo, executor=executor, actors=pool, progress=bar, on_done=lambda _i, r: done(r))
 
     index = {
         "format": FORMAT, "model": model_url, "data": data_url, "dataset": manifest.dataset, "split": split,
@@ -336,19 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from data_prep.telemetry import Telemetry
+    from runtime.telemetry import Telemetry
 
-    storage.register_webdataset_s3()
     run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
     if args.metrics_port:  # a process outside Ray's exporter: serve our own /metrics
-        telemetry = Telemetry("prometheus", run=run_name, kind="embed")
+        telemetry = Telemetry("prometheus", EMBED_METRICS, run=run_name)
         telemetry.serve(args.metrics_port)
     else:  # ride Ray's per-node metrics exporters: the actors record their own shards
         if args.executor == "ray":
-            from data_prep.ray_runtime import ensure_ray
+            from runtime.ray_cluster import ensure_ray
 
             ensure_ray(args.address)
-        telemetry = Telemetry("ray" if args.executor == "ray" else "none", run=run_name, kind="embed")
+        telemetry = Telemetry("ray" if args.executor == "ray" else "none", EMBED_METRICS, run=run_name)
     try:
         summary = run_embed(args.model, args.data, args.out, split=args.split, batch_seconds=args.batch_seconds,
                             executor=args.executor, actors=args.actors, address=args.address,

@@ -17,10 +17,10 @@ import sys
 COMMANDS = {
     "prep": ("data_prep.cli", "raw audio with weak labels -> validated WebDataset shards + manifest"),
     "train": ("trainer.main", "train the weak-label CNN with Ray Train (DDP), checkpointing and resuming"),
-    "embed": ("transfer.embed", "extract F1/F2 embeddings of a prepared dataset in parallel (Ray)"),
+    "embed": ("inference.embed", "extract F1/F2 embeddings of a prepared dataset in parallel (Ray)"),
     "transfer": ("transfer.cli", "transfer experiments: events, scenes, adaptation, semantic relations"),
-    "tag": ("transfer.tag", "clip-level tags and a segment-level timeline for audio files"),
-    "demo": ("transfer.demo", "the main job end to end on the embedded synthetic corpus"),
+    "tag": ("inference.tag", "clip-level tags and a segment-level timeline for audio files"),
+    "demo": ("app.demo", "the main job end to end on the embedded synthetic corpus"),
 }
 
 

@@ -31,7 +31,7 @@ from dataclasses import asdict, replace
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import storage  # noqa: E402
+from runtime import storage  # noqa: E402
 
 
 def _stage(n: int, name: str, text: str) -> None:
@@ -61,20 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    from data_prep.ray_runtime import ensure_ray
+    from runtime.ray_cluster import ensure_ray
     from data_prep.sources.synthetic import load_synthetic
     from data_prep.pipeline import run_prep
     from data_prep.shards import ShardConfig
     from trainer.config import preset
     from trainer import main as train_main
     from transfer import cli as transfer_cli
-    from transfer.embed import run_embed
-    from transfer.report import ReportInputs, build_report
+    from inference.embed import run_embed
+    from app.report import ReportInputs, build_report
 
     out = os.path.abspath(args.out)
     store = args.store or os.path.join(out, "store")
     os.makedirs(out, exist_ok=True)
-    storage.register_webdataset_s3()
     cfg = preset(args.preset)
     rate = cfg.frontend.sample_rate
     seconds: dict[str, float] = {}

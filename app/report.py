@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_prep import storage
+from runtime import storage
 
 
 @dataclass

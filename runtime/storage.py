@@ -127,18 +127,3 @@ def local_path(url: str) -> str:
     if is_remote(url):
         raise ValueError(f"not a local path: {url}")
     return os.path.abspath(_strip_file_scheme(url))
-
-
-def _gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_kw):
-    fs, path = filesystem(url)
-    return fs.open(path, mode)
-
-
-def register_webdataset_s3() -> None:
-    """Let webdataset open ``s3://`` shard URLs through s3fs (it has no S3 scheme of its own).
-
-    Safe under fork and spawn: the handler looks up a per-process client at call time.
-    """
-    from webdataset.gopen import gopen_schemes
-
-    gopen_schemes["s3"] = _gopen_s3
