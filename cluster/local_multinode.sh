@@ -16,6 +16,14 @@
 # (their pids are in the state folder): other Ray instances on the machine are left alone, unlike
 # `ray stop`, which stops every Ray process of the user.
 #
+# Access: the dashboard / job API is bound to 127.0.0.1, but the GCS, the raylets, the object
+# managers and the Ray client server listen on the machine's routable address (Ray maps a loopback
+# node address back to it), so this cluster is reachable from the network. It therefore runs with
+# Ray's token authentication: `start` creates ~/.ray/auth_token (64 hex digits, mode 0600) when no
+# token is configured (RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / that file), and every client on this
+# machine (`ray job submit`, `ray status`, ray.init) finds it there. Elsewhere pass the same token:
+#   RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$(cat ~/.ray/auth_token)" ray job submit ...
+#
 # Settings (environment variables, defaults in brackets):
 #   WEAKSOUND_RAY_STATE          state folder: pid files, logs, env file, Ray temp dir
 #                                [${TMPDIR:-/tmp}/weaksound-ray]; keep it short (Unix socket paths
@@ -30,7 +38,8 @@
 #   WEAKSOUND_RAY_METRICS_PORT   metrics export port of the head; worker i uses this + i [8080]
 #   WEAKSOUND_RAY_AGENT_PORT     dashboard agent HTTP port of the head; worker i uses this + i [52365]
 #   RAY                          the ray executable [.venv/bin/ray if present, else ray on PATH]
-#   RAY_AUTH_MODE                [disabled]: a loopback-only dev cluster needs no token
+#   RAY_AUTH_MODE                [token]: `disabled` turns authentication off (tests on a private
+#                                machine only: anyone who reaches the ports can then run code)
 #   RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S  drain time on stop [5] (Ray's default is 30)
 set -euo pipefail
 
@@ -48,7 +57,7 @@ agent_port="${WEAKSOUND_RAY_AGENT_PORT:-52365}"
 if [ -z "${RAY:-}" ]; then
     if [ -x "$root/.venv/bin/ray" ]; then RAY="$root/.venv/bin/ray"; else RAY="ray"; fi
 fi
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-5}"
 
 log() { echo "[local_multinode] $*"; }
@@ -100,13 +109,24 @@ stop_all() {
     return 0
 }
 
+ensure_token() {  # a token for token auth, unless one is configured already
+    [ "$RAY_AUTH_MODE" = token ] || return 0
+    if [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then return 0; fi
+    local file="$HOME/.ray/auth_token"
+    [ -s "$file" ] && return 0
+    (umask 077; mkdir -p "$HOME/.ray" && set -o noclobber && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file") \
+        || { log "error: could not create $file"; exit 1; }
+    log "created a Ray auth token in $file (mode 0600)"
+}
+
 cmd_start() {
     mkdir -p "$state/logs" "$state/tmp"
+    ensure_token
     if alive "$state/head.pid"; then
         log "already running (head pid $(cat "$state/head.pid")); run '$0 stop' first"
         exit 1
     fi
-    log "head: GCS 127.0.0.1:$gcs_port, dashboard http://127.0.0.1:$dashboard_port, metrics :$metrics_port"
+    log "head: GCS :$gcs_port, dashboard http://127.0.0.1:$dashboard_port, metrics :$metrics_port, auth $RAY_AUTH_MODE"
     start_node head --head --port="$gcs_port" --num-cpus="$head_cpus" \
         --dashboard-host=127.0.0.1 --dashboard-port="$dashboard_port" --ray-client-server-port="$client_port" \
         --metrics-export-port="$metrics_port" --dashboard-agent-listen-port="$agent_port" \
@@ -139,6 +159,7 @@ cmd_start() {
     # what the monitoring script and the tests read
     cat >"$state/env" <<EOF
 RAY_ADDRESS=http://127.0.0.1:$dashboard_port
+RAY_AUTH_MODE=$RAY_AUTH_MODE
 WEAKSOUND_RAY_GCS=127.0.0.1:$gcs_port
 WEAKSOUND_RAY_METRICS_TARGETS=$ports
 EOF

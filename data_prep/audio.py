@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ctypes.util
 import io
-import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import soundfile as sf
@@ -34,23 +34,119 @@ class AudioError(Exception):
 
 @dataclass(frozen=True)
 class ValidationLimits:
+    """What a decoded input may be. The upper bounds are checked on the file's header, before any
+    sample is decoded, so one hostile file cannot take a worker's memory: decoding keeps at most
+    ``max_duration_s * rate`` mono float32 samples (10 min at 192 kHz: 0.46 GB, x2 while resampling).
+    """
     min_duration_s: float = 0.25     # shorter clips carry no event a 1.5 s segment model can learn
     min_sample_rate: int = 8000      # below telephone band: "wrong-rate" input, not web audio
-    max_duration_s: float = 0.0      # 0 = keep everything; >0 truncates (counted, never silent)
+    max_duration_s: float = 600.0    # longer inputs are truncated here (counted, never silent); 0 = no limit
+    max_sample_rate: int = 192_000   # the highest rate recorders use; beyond it a header is garbage or hostile
+    max_channels: int = 32           # beyond 7.1/ambisonics layouts; each is read and downmixed block by block
+
+    def __post_init__(self):
+        if self.max_sample_rate < self.min_sample_rate:
+            raise ValueError(f"max_sample_rate {self.max_sample_rate} < min_sample_rate {self.min_sample_rate}")
+        if self.max_channels < 1 or self.max_duration_s < 0:
+            raise ValueError("max_channels must be >= 1 and max_duration_s >= 0")
+
+    def check_header(self, rate: int, channels: int, name: str) -> None:
+        """Reject by the header alone (rate, channels), before decoding anything."""
+        if rate < self.min_sample_rate:
+            raise AudioError("bad_sample_rate", f"{name} is sampled at {rate} Hz (< {self.min_sample_rate} Hz)")
+        if rate > self.max_sample_rate:
+            raise AudioError("bad_sample_rate", f"{name} is sampled at {rate} Hz (> {self.max_sample_rate} Hz, "
+                                                "the max_sample_rate limit)")
+        if channels < 1 or channels > self.max_channels:
+            raise AudioError("unreadable", f"{name} has {channels} channels (limit: 1..{self.max_channels}, "
+                                           "the max_channels limit)")
+
+    def frames_kept(self, rate: int) -> int | None:
+        """How many input frames are decoded at most (None: all)."""
+        return int(self.max_duration_s * rate) if self.max_duration_s > 0 else None
 
 
-def decode_bytes(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
-    """(samples as float32 (frames, channels), sample rate). Raises AudioError."""
+# Formats libsndfile lacks are decoded by FFmpeg from memory; 10 min of 320 kbit/s AAC is 24 MB.
+MAX_FFMPEG_INPUT_BYTES = 256 * 2**20
+# Samples (frames x channels) decoded per block: bounds the memory of one read whatever the channel count.
+_BLOCK_SAMPLES = 1 << 20
+
+
+def read_mono(source, name: str, limits: ValidationLimits) -> tuple[np.ndarray, int, bool]:
+    """(mono float32, rate, truncated) of a file object or bytes, reading only what is kept.
+
+    The header is checked against ``limits`` first; then at most ``limits.frames_kept(rate)``
+    frames are decoded, block by block, each block downmixed at once (a many-channel file never
+    exists decoded in full). Raises AudioError.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise AudioError("empty", f"{name} is a 0-byte file")
+        source = io.BytesIO(source)
+    try:
+        f = sf.SoundFile(source)
+    except Exception as error:  # libsndfile could not parse it: FFmpeg, bounded the same way
+        sf_error = str(error).rsplit(": ", 1)[-1]
+        source.seek(0)
+        data = source.read(MAX_FFMPEG_INPUT_BYTES + 1)
+        if len(data) > MAX_FFMPEG_INPUT_BYTES:  # FFmpeg decodes from memory: bound what is read
+            raise AudioError("unreadable", f"{name}: libsndfile: {sf_error}; larger than "
+                                           f"{MAX_FFMPEG_INPUT_BYTES // 2**20} MiB, too large for the FFmpeg fallback") from None
+        if len(data) == 0:
+            raise AudioError("empty", f"{name} is a 0-byte file") from None
+        samples, rate = _decode_fallback(data, name, sf_error, limits)
+        keep = limits.frames_kept(rate)
+        return to_mono(samples), rate, keep is not None and len(samples) >= keep
+    with f:
+        rate, channels = int(f.samplerate), int(f.channels)
+        limits.check_header(rate, channels, name)
+        keep = limits.frames_kept(rate)
+        total = f.frames if f.seekable() else None
+        want = total if keep is None else (keep if total is None else min(total, keep))
+        block = max(1, _BLOCK_SAMPLES // channels)
+        pieces, got = [], 0
+        while want is None or got < want:
+            n = block if want is None else min(block, want - got)
+            chunk = f.read(n, dtype="float32", always_2d=True)
+            if len(chunk) == 0:
+                break
+            pieces.append(to_mono(chunk))
+            got += len(chunk)
+        truncated = keep is not None and got >= keep and (total is None or total > keep)
+    mono = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    return mono, rate, truncated
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>", limits: ValidationLimits | None = None
+                 ) -> tuple[np.ndarray, int]:
+    """(samples as float32 (frames, channels), sample rate). Raises AudioError.
+
+    The header is checked against ``limits`` before decoding and at most
+    ``limits.frames_kept(rate)`` frames are decoded (use ``read_mono`` to also downmix block by
+    block). Without ``limits``, rate and channels are bounded by the defaults and the duration is
+    not (a caller that decodes whole recordings, e.g. tagging, must not lose their end silently).
+    """
+    limits = limits or ValidationLimits(max_duration_s=0.0)
     if len(data) == 0:
         raise AudioError("empty", f"{name} is a 0-byte file")
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        return samples, int(rate)
+        f = sf.SoundFile(io.BytesIO(data))
     except Exception as error:  # libsndfile could not parse it: try FFmpeg
         # soundfile's message names the BytesIO object (a memory address): keep only the cause
         sf_error = str(error).rsplit(": ", 1)[-1]
+        return _decode_fallback(data, name, sf_error, limits)
+    with f:
+        limits.check_header(int(f.samplerate), int(f.channels), name)
+        keep = limits.frames_kept(int(f.samplerate))
+        samples = f.read(-1 if keep is None else keep, dtype="float32", always_2d=True)
+        return samples, int(f.samplerate)
+
+
+def _decode_fallback(data: bytes, name: str, sf_error: str, limits: ValidationLimits) -> tuple[np.ndarray, int]:
     try:
-        return _decode_with_ffmpeg(data)
+        return _decode_with_ffmpeg(data, name, limits)
+    except AudioError:
+        raise
     except FFmpegUnavailable as missing:
         raise AudioError("unreadable", f"{name}: libsndfile: {sf_error}; FFmpeg fallback unavailable: "
                          f"{missing}") from None
@@ -74,8 +170,12 @@ class FFmpegUnavailable(Exception):
 _ffmpeg_problem: str | None = None  # set once known: a big job must not retry the library loads per file
 
 
-def _decode_with_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode in-memory bytes with FFmpeg (torchcodec). Raises FFmpegUnavailable when it cannot run."""
+def _decode_with_ffmpeg(data: bytes, name: str = "<bytes>", limits: ValidationLimits | None = None
+                        ) -> tuple[np.ndarray, int]:
+    """Decode in-memory bytes with FFmpeg (torchcodec), header checked against ``limits`` first.
+
+    Raises FFmpegUnavailable when it cannot run."""
+    limits = limits or ValidationLimits()
     global _ffmpeg_problem
     if _ffmpeg_problem is not None:
         raise FFmpegUnavailable(_ffmpeg_problem)
@@ -90,7 +190,10 @@ def _decode_with_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
         raise FFmpegUnavailable(_ffmpeg_problem) from None
     try:
         decoder = AudioDecoder(data)  # loads the FFmpeg-linked libraries on first use
-        decoded = decoder.get_all_samples()
+        meta = decoder.metadata
+        limits.check_header(int(meta.sample_rate or 0), int(meta.num_channels or 0), name)
+        decoded = (decoder.get_all_samples() if not limits.max_duration_s else
+                   decoder.get_samples_played_in_range(0.0, limits.max_duration_s))
     except Exception as error:
         if _is_library_load_error(error):
             _ffmpeg_problem = _library_problem(error)
@@ -103,6 +206,9 @@ def _decode_with_ffmpeg(data: bytes) -> tuple[np.ndarray, int]:
         frames = int(round(header * rate))
         if 0 < frames < len(samples) <= frames + _MAX_TRAILING_PADDING:
             samples = samples[:frames]
+    keep = limits.frames_kept(rate)
+    if keep is not None and len(samples) > keep:
+        samples = samples[:keep]
     return samples, rate
 
 
@@ -147,11 +253,27 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32, copy=False) @ weights  # 40x faster than mean(dtype=float64)
 
 
+# resample_poly's filter has ~20 x max(up, down) taps: an input rate sharing no factor with the
+# output rate (999,983 Hz -> 44.1 kHz: up 44100, down 999983) would need a 1 GB filter. Ratios
+# are therefore approximated with denominators up to this bound (every common rate is exact:
+# 8/11.025/16/22.05/24/32/48/88.2/96/192 kHz -> 44.1 kHz; any other ratio of rates in 8-192 kHz is
+# off by < 0.06 %, a pitch change of < 0.01 semitone).
+MAX_RESAMPLE_FACTOR = 1000
+
+
+def resample_ratio(rate_in: int, rate_out: int) -> tuple[int, int]:
+    """(up, down) of the polyphase resampler, each at most MAX_RESAMPLE_FACTOR-ish."""
+    ratio = Fraction(rate_out, rate_in).limit_denominator(MAX_RESAMPLE_FACTOR)
+    if ratio.numerator > 50 * MAX_RESAMPLE_FACTOR:  # extreme upsampling: rates outside any limit
+        raise ValueError(f"cannot resample {rate_in} Hz to {rate_out} Hz")
+    return ratio.numerator, ratio.denominator
+
+
 def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     if rate_in == rate_out:
         return wave.astype(np.float32, copy=False)
-    g = math.gcd(rate_in, rate_out)
-    return resample_poly(wave.astype(np.float32, copy=False), rate_out // g, rate_in // g).astype(np.float32)
+    up, down = resample_ratio(rate_in, rate_out)
+    return resample_poly(wave.astype(np.float32, copy=False), up, down).astype(np.float32)
 
 
 def check_waveform(wave: np.ndarray, rate: int, limits: ValidationLimits, name: str) -> None:
@@ -180,10 +302,18 @@ def prepare_waveform(samples: np.ndarray, rate: int, target_rate: int, limits: V
     if limits.max_duration_s > 0 and mono.size > limits.max_duration_s * rate:
         mono = mono[: int(limits.max_duration_s * rate)]
         truncated = True
+    peak = float(np.max(np.abs(mono)))
+    if peak > 1.0:  # float files may exceed full scale (up to ~3.4e38): scale first, resampling would overflow
+        mono = (mono / np.float32(peak)).astype(np.float32)
     out = resample(mono, rate, target_rate)
-    peak = float(np.max(np.abs(out)))
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    if not np.isfinite(peak):
+        raise AudioError("non_finite", f"{name} has no finite samples after resampling to {target_rate} Hz")
     if peak > 1.0:  # resampling overshoot near full scale: scale rather than clip
         out = out / peak
+    if peak < SILENCE_PEAK:  # never store a clip that became silence on the way
+        raise AudioError("silent", f"{name} is digital silence after resampling to {target_rate} Hz "
+                                   f"(peak {peak:.2e})")
     return out, truncated
 
 

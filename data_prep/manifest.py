@@ -27,6 +27,7 @@ class ShardEntry:
     bytes: int
     class_counts: tuple[int, ...]
     durations_s: tuple[float, ...]   # per sample, in stored order (bucketing without decoding)
+    sha256: str | None = None        # of the tar file; None in manifests written before it was recorded
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,20 @@ class Manifest:
         return chosen
 
     def shard_urls(self, split: str | None = None) -> list[str]:
-        return [storage.join(self.url, s.name) for s in self.shards_of(split)]
+        return [storage.child(self.url, s.name) for s in self.shards_of(split)]
+
+    def read_shard(self, entry: ShardEntry, decode_audio: bool = True):
+        """The samples of one shard, checked against this manifest: size, sample count, sha256 and
+        label indices (< num_classes). Readers should use this rather than ``iter_shard(url)``."""
+        from data_prep.shards import iter_shard
+
+        return iter_shard(storage.child(self.url, entry.name), decode_audio, num_classes=self.num_classes,
+                          expected={"bytes": entry.bytes, "num_samples": entry.num_samples, "sha256": entry.sha256})
+
+    def samples(self, split: str | None = None, decode_audio: bool = True):
+        """Every sample of a split, shard after shard, each shard checked as in ``read_shard``."""
+        for entry in self.shards_of(split):
+            yield from self.read_shard(entry, decode_audio)
 
     def num_samples(self, split: str | None = None) -> int:
         return sum(s.num_samples for s in self.shards_of(split))
@@ -89,8 +103,8 @@ def build_manifest(dataset: str, sample_rate: int, vocab, parts: list[dict], spl
         durations += part_durations
         shards.append({
             "name": part["name"], "split": split, "num_samples": part["num_samples"],
-            "duration_s": part["duration_s"], "bytes": part["bytes"], "class_counts": part["class_counts"],
-            "durations_s": part_durations,
+            "duration_s": part["duration_s"], "bytes": part["bytes"], "sha256": part["sha256"],
+            "class_counts": part["class_counts"], "durations_s": part_durations,
         })
         agg = splits.setdefault(split, {"num_samples": 0, "duration_s": 0.0, "shards": 0})
         agg["num_samples"] += part["num_samples"]
@@ -133,7 +147,26 @@ def read_manifest(url: str) -> Manifest:
                                 "(a dataset without manifest is incomplete)") from None
     if doc.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{doc_url}: unknown manifest format {doc.get('format')!r}")
-    shards = tuple(ShardEntry(s["name"], s["split"], s["num_samples"], s["duration_s"], s["bytes"],
-                              tuple(s["class_counts"]), tuple(s["durations_s"])) for s in doc["shards"])
+    num_classes = len(doc["vocabulary"])
+    shards = tuple(_shard_entry(doc_url, base, s, num_classes) for s in doc["shards"])
     return Manifest(base, doc["dataset"], doc["sample_rate"], tuple(doc["vocabulary"]), shards,
                     doc["rejects"], doc)
+
+
+def _shard_entry(doc_url: str, base: str, s: dict, num_classes: int) -> ShardEntry:
+    """One manifest shard entry, refused unless it names a .tar inside the dataset folder."""
+    name = s.get("name")
+    try:
+        storage.child(base, name)
+    except ValueError:
+        raise ValueError(f"{doc_url}: shard name {name!r} is not a relative path inside the dataset folder") from None
+    if not name.endswith(".tar"):
+        raise ValueError(f"{doc_url}: shard name {name!r} is not a .tar file")
+    if len(s["class_counts"]) != num_classes:
+        raise ValueError(f"{doc_url}: shard {name} counts {len(s['class_counts'])} classes, "
+                         f"the vocabulary has {num_classes}")
+    if not isinstance(s["bytes"], int) or s["bytes"] < 0 or not isinstance(s["num_samples"], int) \
+            or s["num_samples"] < 0:
+        raise ValueError(f"{doc_url}: shard {name} has invalid bytes/num_samples")
+    return ShardEntry(name, s["split"], s["num_samples"], s["duration_s"], s["bytes"], tuple(s["class_counts"]),
+                      tuple(s["durations_s"]), s.get("sha256"))

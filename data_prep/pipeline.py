@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -51,8 +52,23 @@ class PrepSummary:
 
 def run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, *, executor: str = "ray",
              address: str | None = None, max_in_flight: int = 0, progress: bool = True,
-             telemetry=None, extra_manifest: dict | None = None) -> PrepSummary:
-    """Write shards, rejects and manifest for ``listing`` under ``out_url``."""
+             telemetry=None, extra_manifest: dict | None = None, lease_ttl_s: float = 120.0) -> PrepSummary:
+    """Write shards, rejects and manifest for ``listing`` under ``out_url``.
+
+    The job holds the lease of ``out_url`` (``runtime.storage.Lease``) from start to end: a second
+    prep into the same folder fails at once with ``LeaseHeld`` naming the first, instead of both
+    writing and deleting each other's parts.
+    """
+    lease = storage.Lease(out_url, owner=f"prep {listing.name} {uuid.uuid4().hex[:8]}", ttl_s=lease_ttl_s)
+    with lease:
+        return _run_prep(listing, out_url, cfg, lease, executor=executor, address=address,
+                         max_in_flight=max_in_flight, progress=progress, telemetry=telemetry,
+                         extra_manifest=extra_manifest)
+
+
+def _run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, lease, *, executor: str,
+              address: str | None, max_in_flight: int, progress: bool, telemetry,
+              extra_manifest: dict | None) -> PrepSummary:
     started = time.perf_counter()
     tasks: list[ShardTask] = plan_shards(listing.records, cfg.max_clips_per_shard)
     summary = PrepSummary(dataset=listing.name, out=out_url, clips_listed=len(listing.records) + len(listing.rejects))
@@ -74,6 +90,7 @@ def run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, *, executor
                 max_in_flight=max_in_flight, ray_options={"num_cpus": 1, "max_retries": 3},
                 progress=bar, on_done=on_done)
 
+    lease.check()  # still ours: nobody else wrote here meanwhile
     ordered = [results[t.name] for t in tasks]
     parts = [p for r in ordered for p in r.parts]
     rejects = sorted([r.to_dict() for r in listing.rejects] + [rej for r in ordered for rej in r.rejects],

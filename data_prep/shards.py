@@ -2,14 +2,20 @@
 
 One shard task = one Ray task. It decodes and validates its clips, writes one tar (or several
 "parts" when the byte limit is reached) and then, last, a small index JSON. The index is the
-task's commit record: a task whose index exists is done, so a re-run after a crash redoes only
-the missing tasks, and the manifest lists exactly the parts the indexes name (no duplicates).
+task's commit record: a task whose index exists and whose parts all still have the size and
+sha256 it records is done, so a re-run after a crash redoes only the missing (or damaged) tasks,
+and the manifest lists exactly the parts the indexes name (no duplicates).
+
+Shards are not trusted when read back: ``iter_shard`` accepts only regular members named
+``<key>.flac`` / ``<key>.json`` under a size cap, each once, with label indices in range, and
+checks the part's size, sample count and sha256 when the manifest's entry is given.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import re
 import tarfile
 import time
@@ -23,6 +29,14 @@ from runtime import storage
 from data_prep.records import ClipRecord, LabelVocab, Reject
 
 INDEX_FORMAT = "weaksound-shard-index/1"
+# The reader's caps per tar member: 600 s of 16-bit mono FLAC at 192 kHz is 230 MB uncompressed.
+MAX_AUDIO_MEMBER_BYTES = 256 * 2**20
+MAX_META_MEMBER_BYTES = 2**20
+_MEMBER_NAME = re.compile(r"^([A-Za-z0-9_-]+)\.(flac|json)$")
+
+
+class ShardError(ValueError):
+    """A shard file that is damaged or was not written by this project's writer."""
 
 
 @dataclass(frozen=True)
@@ -92,21 +106,31 @@ def plan_shards(records: list[ClipRecord], max_clips_per_shard: int) -> list[Sha
 
 
 def load_audio(location: str, preferred_rate: int) -> tuple[np.ndarray, int]:
-    """Raw samples (frames, channels) and rate of a record's audio location.
+    """(samples (frames, 1), rate) of a record's audio location, bounded by ``ValidationLimits()``."""
+    mono, rate, _ = load_mono(location, preferred_rate)
+    return mono[:, None], rate
 
+
+def load_mono(location: str, preferred_rate: int, limits: audio.ValidationLimits | None = None
+              ) -> tuple[np.ndarray, int, bool]:
+    """(mono float32 samples, rate, truncated) of a record's audio location.
+
+    The file is streamed, not read whole: its header is checked against ``limits`` (default
+    ``ValidationLimits()``) and only the frames kept are decoded (``audio.read_mono``).
     Synthetic clips are rendered directly at ``preferred_rate`` (no resampling needed).
     """
+    limits = limits or audio.ValidationLimits()
     if location.startswith("synthetic:"):
         from data_prep.sources.synthetic import render_synthetic
 
-        return render_synthetic(location, preferred_rate)[:, None], preferred_rate
+        return audio.to_mono(render_synthetic(location, preferred_rate)), preferred_rate, False
     try:
-        data = storage.read_bytes(location)
+        with storage.open_url(location, "rb") as f:
+            return audio.read_mono(f, location, limits)
     except FileNotFoundError:
         raise audio.AudioError("missing_audio", f"{location} does not exist") from None
     except OSError as e:
         raise audio.AudioError("unreadable", f"{location}: {e}") from None
-    return audio.decode_bytes(data, location)
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -163,7 +187,11 @@ def build_shard(task: ShardTask, vocab: LabelVocab, out_url: str, cfg: ShardConf
             raise RuntimeError(
                 f"{index_url} was written from different input or settings; "
                 "write to a new --out folder (or delete the old one) instead of mixing two datasets")
-        return _result_from_index(index, resumed=True)
+        damage = [problem for part in index["parts"] if (problem := part_problem(out_url, part))]
+        if not damage:
+            return _result_from_index(index, resumed=True)
+        # A committed task whose parts were deleted or damaged since: redo it (same bytes as before).
+        logging.getLogger(__name__).warning("redoing shard task %s: %s", task.name, "; ".join(damage))
 
     started = time.perf_counter()
     rejects: list[dict] = []
@@ -175,8 +203,9 @@ def build_shard(task: ShardTask, vocab: LabelVocab, out_url: str, cfg: ShardConf
     part_bytes = 0
     for rec in task.records:
         try:
-            raw, rate = load_audio(rec.audio, cfg.sample_rate)
+            raw, rate, cut_at_read = load_mono(rec.audio, cfg.sample_rate, cfg.limits)
             wave, was_truncated = audio.prepare_waveform(raw, rate, cfg.sample_rate, cfg.limits, rec.audio)
+            was_truncated = was_truncated or cut_at_read
             labels = [vocab.index(label) for label in rec.labels]
         except audio.AudioError as e:
             rejects.append(Reject(rec.clip_id, rec.audio, e.reason, e.detail).to_dict())
@@ -224,7 +253,25 @@ def _flush_part(part: _PartWriter, out_url: str) -> dict:
     data = part.close()
     storage.write_bytes_atomic(storage.join(out_url, part.name), data)
     return {"name": part.name, "num_samples": len(part.samples), "duration_s": round(part.duration_s, 6),
-            "bytes": len(data), "class_counts": part.class_counts.tolist(), "samples": part.samples}
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "class_counts": part.class_counts.tolist(), "samples": part.samples}
+
+
+def part_problem(out_url: str, part: dict) -> str | None:
+    """Why a part an index (or manifest) lists is not intact under ``out_url``, or None when it is."""
+    url = storage.join(out_url, part["name"])
+    try:
+        size = storage.size(url)
+    except FileNotFoundError:
+        return f"{url} is missing"
+    if size != part["bytes"]:
+        return f"{url} has {size} bytes, the index says {part['bytes']}"
+    if "sha256" not in part:
+        return f"{part['name']}: the index records no sha256 (written by an older version)"
+    digest = storage.sha256(url)
+    if digest != part["sha256"]:
+        return f"{url} has sha256 {digest[:12]}..., the index says {part['sha256'][:12]}..."
+    return None
 
 
 def _result_from_index(index: dict, resumed: bool) -> ShardResult:
@@ -234,22 +281,92 @@ def _result_from_index(index: dict, resumed: bool) -> ShardResult:
         bytes=sum(p["bytes"] for p in index["parts"]), seconds=0.0, resumed=resumed)
 
 
-def iter_shard(url: str, decode_audio: bool = True) -> Iterator[ShardSample]:
-    """Stream the samples of one shard tar (local or s3://) in stored order."""
+class _HashingReader:
+    """A read-only file wrapper that hashes and counts every byte read through it."""
+
+    def __init__(self, f):
+        self.f, self.hash, self.count = f, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.hash.update(data)
+        self.count += len(data)
+        return data
+
+
+def _check_member(url: str, member: tarfile.TarInfo, seen: set[str]) -> tuple[str, str]:
+    """(key, ext) of a member the writer could have written; raises ShardError for anything else."""
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.issparse():
+        raise ShardError(f"{url}: member {member.name!r} is not a regular file (tar type {member.type!r}); "
+                         "shards hold only regular files")
+    match = _MEMBER_NAME.match(member.name)
+    if match is None:
+        raise ShardError(f"{url}: unexpected member name {member.name!r} (expected <key>.flac / <key>.json)")
+    cap = MAX_AUDIO_MEMBER_BYTES if match[2] == "flac" else MAX_META_MEMBER_BYTES
+    if member.size > cap:
+        raise ShardError(f"{url}: member {member.name!r} declares {member.size} bytes (cap {cap})")
+    if member.name in seen:
+        raise ShardError(f"{url}: member {member.name!r} appears twice")
+    seen.add(member.name)
+    return match[1], match[2]
+
+
+def _check_meta(url: str, key: str, raw: bytes, num_classes: int | None) -> dict:
+    try:
+        meta = json.loads(raw)
+    except ValueError as error:
+        raise ShardError(f"{url}: {key}.json is not JSON ({error})") from None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in labels):
+        raise ShardError(f"{url}: {key}.json has no list of integer labels")
+    bad = [i for i in labels if i < 0 or (num_classes is not None and i >= num_classes)]
+    if bad:
+        raise ShardError(f"{url}: {key}.json has label indices {bad} outside 0..{(num_classes or 0) - 1}"
+                         if num_classes is not None else f"{url}: {key}.json has negative label indices {bad}")
+    return meta
+
+
+def iter_shard(url: str, decode_audio: bool = True, *, num_classes: int | None = None,
+               expected: dict | None = None) -> Iterator[ShardSample]:
+    """Stream the samples of one shard tar (local or s3://) in stored order, checking what it reads.
+
+    ``num_classes``: label indices must lie in 0..num_classes-1 (else only >= 0 is checked).
+    ``expected``: the part's manifest/index entry (``bytes``, ``num_samples``, ``sha256``): the size
+    is checked before reading and the sample count and sha256 when the tar ends (``Manifest.read_shard``
+    passes both). Raises ShardError (a ValueError) naming the shard.
+    """
+    if expected is not None:
+        size = storage.size(url)
+        if size != expected["bytes"]:
+            raise ShardError(f"{url} has {size} bytes, the manifest says {expected['bytes']} "
+                             "(truncated or replaced; re-run the prep command to rebuild it)")
     with storage.open_url(url, "rb") as f:
-        with tarfile.open(fileobj=f, mode="r|") as tar:
+        reader = _HashingReader(f)
+        count = 0
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
             pending: dict[str, dict[str, bytes]] = {}
+            seen: set[str] = set()
             for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.partition(".")
+                key, ext = _check_member(url, member, seen)
                 data = tar.extractfile(member).read()
                 entry = pending.setdefault(key, {})
                 entry[ext] = data
                 if "flac" in entry and "json" in entry:
                     del pending[key]
-                    meta = json.loads(entry["json"])
-                    wave = audio.decode_flac(entry["flac"])[0] if decode_audio else np.zeros(0, np.float32)
+                    meta = _check_meta(url, key, entry["json"], num_classes)
+                    try:
+                        wave = audio.decode_flac(entry["flac"])[0] if decode_audio else np.zeros(0, np.float32)
+                    except Exception as error:
+                        raise ShardError(f"{url}: {key}.flac does not decode ({error})") from None
+                    count += 1
                     yield ShardSample(key, wave, meta)
             if pending:
-                raise ValueError(f"{url}: incomplete samples {sorted(pending)[:5]}")
+                raise ShardError(f"{url}: incomplete samples {sorted(pending)[:5]}")
+        if expected is not None:
+            while reader.read(1 << 20):  # the tar's zero padding after the end marker
+                pass
+            if count != expected["num_samples"]:
+                raise ShardError(f"{url} holds {count} samples, the manifest says {expected['num_samples']}")
+            if expected.get("sha256") and reader.hash.hexdigest() != expected["sha256"]:
+                raise ShardError(f"{url}: sha256 {reader.hash.hexdigest()[:12]}... differs from the manifest's "
+                                 f"{expected['sha256'][:12]}... (the file was changed after prep)")

@@ -33,8 +33,9 @@ import soundfile as sf
 
 from data_prep.records import ClipRecord
 
-__all__ = ["BAD_AUDIO", "SAMPLE_RATE", "make_audioset_layout", "make_clip_record", "make_dcase2016_layout",
-           "make_esc50_layout", "make_folder_layout", "noise", "sine", "write_bad_audio", "write_wav"]
+__all__ = ["BAD_AUDIO", "HOSTILE_AUDIO", "SAMPLE_RATE", "make_audioset_layout", "make_clip_record", "make_dcase2016_layout",
+           "make_esc50_layout", "make_folder_layout", "noise", "sine", "write_bad_audio", "write_hostile_audio",
+           "write_wav"]
 
 SAMPLE_RATE = 16000
 
@@ -412,3 +413,91 @@ def make_folder_layout(root: str | Path, n_clips: int = 6, *, bad: bool = True, 
         listing_rejects.append((None, "bad_csv_row"))
     _write_csv(root / "labels.csv", ["path", "labels"], rows, raw)
     return _expect(root, load_kwargs, vocab, records, decode_rejects, listing_rejects)
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile audio: small files whose headers ask for huge work (see tests/test_hostile_audio.py)
+# --------------------------------------------------------------------------------------------
+
+# kind -> (what it is, the reject reason prep must give it, or None when it must be kept)
+HOSTILE_AUDIO = {
+    "huge_rate": ("0.6 MB of 16-bit WAV declared at 999,983 Hz (a prime: resampling would need a 1 GB filter)",
+                  "bad_sample_rate"),
+    "many_channels": ("8-channel 96 kHz FLAC of 30 s (tiny compressed, 92 MB decoded whole)", None),
+    "too_many_channels": ("64-channel WAV", "unreadable"),
+    "float_overflow": ("32-bit float WAV with samples near 3.3e38 (finite, overflow when filtered)", None),
+}
+
+
+def write_hostile_audio(path: str | Path, kind: str) -> tuple[str, str | None]:
+    """Write one file of ``kind`` (a key of ``HOSTILE_AUDIO``); returns (description, expected reason)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "huge_rate":
+        wave = (0.3 * np.sin(np.arange(300_000) * 0.01)).astype(np.float32)
+        sf.write(str(path), wave, 999_983, format="WAV", subtype="PCM_16")
+    elif kind == "many_channels":
+        rate, seconds = 96_000, 30
+        # a square wave that flips every FLAC block (4096 frames): each block is one constant subframe
+        one = np.where((np.arange(rate * seconds) // 4096) % 2 == 0, 8192, -8192).astype(np.int16)
+        wave = np.tile(one[:, None], (1, 8))
+        sf.write(str(path), wave, rate, format="FLAC", subtype="PCM_16")
+    elif kind == "too_many_channels":
+        sf.write(str(path), np.tile(sine(440.0, 0.5)[:, None], (1, 64)), SAMPLE_RATE, format="WAV",
+                 subtype="PCM_16")
+    elif kind == "float_overflow":
+        sf.write(str(path), sine(440.0, 1.0, amplitude=1.0) * np.float32(3.3e38), SAMPLE_RATE, format="WAV",
+                 subtype="FLOAT")
+    else:
+        raise ValueError(f"unknown hostile audio kind {kind!r}; kinds: {', '.join(HOSTILE_AUDIO)}")
+    return HOSTILE_AUDIO[kind]
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile shards: tar files the project's writer never produces (see tests/test_hostile_shards.py)
+# --------------------------------------------------------------------------------------------
+
+def flac_bytes(wave: np.ndarray | None = None, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit FLAC bytes of ``wave`` (default: 0.5 s of 440 Hz)."""
+    buf = io.BytesIO()
+    sf.write(buf, sine(440.0) if wave is None else wave, sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def write_tar(path: str | Path, members: list[tuple[str, bytes]], *, member_type: bytes = b"0") -> Path:
+    """A USTAR tar of (name, data) members, all of ``member_type`` (tarfile.REGTYPE by default)."""
+    import tarfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.type = member_type
+            if member_type == tarfile.SYMTYPE:
+                info.size, info.linkname = 0, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def write_gnu_sparse_tar(path: str | Path, name: str = "a.flac", real_size: int = 256 * 2**20) -> Path:
+    """A ~10 kB tar whose one GNU sparse member claims ``real_size`` bytes (old GNU sparse format:
+    the sparse map and the real size sit in the header, the data block is tiny)."""
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = 512
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = b"%011o\0" % (real_size - 512)   # one data region of 512 bytes at the end
+    header[398:410] = b"%011o\0" % 512
+    header[483:495] = b"%011o\0" % real_size           # the member's size once expanded
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(header) + b"\x01" * 512 + b"\0" * 9216)
+    return path

@@ -5,6 +5,7 @@ The scripts are run for real in tests/test_ops_live.py (a two-node local cluster
 from __future__ import annotations
 
 import copy
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -50,7 +51,25 @@ def test_aws_config_shape(aws):
     assert "--num-cpus=0" in head_cmd
     assert "--metrics-export-port=8080" in head_cmd and "--metrics-export-port=8080" in worker_cmd
     assert any("pip install" in c and "weaksound" in c for c in aws["setup_commands"])
-    assert aws["file_mounts"] == {"~/weaksound": "."}
+    assert aws["file_mounts"] == {"~/weaksound": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
+
+
+def test_aws_cluster_is_closed_to_the_internet(aws):
+    """Without SecurityGroupIds Ray's launcher makes a group with SSH open to 0.0.0.0/0."""
+    groups = {name: t["node_config"].get("SecurityGroupIds") for name, t in aws["available_node_types"].items()}
+    assert all(groups.values()) and len({tuple(g) for g in groups.values()}) == 1, groups
+    assert "0.0.0.0/0" not in json.dumps(aws.get("provider", {}))
+    for commands in (aws["head_start_ray_commands"], aws["worker_start_ray_commands"]):
+        start = " ".join(commands)
+        assert "RAY_AUTH_MODE=token" in start
+        assert "dashboard-host=0.0.0.0" not in start
+    assert "--dashboard-host=127.0.0.1" in " ".join(aws["head_start_ray_commands"])
+
+
+def test_local_cluster_uses_token_auth_unless_told_otherwise():
+    script = (CLUSTER / "local_multinode.sh").read_text()
+    assert 'RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"' in script
+    assert "loopback-only" not in script and "umask 077" in script
 
 
 def test_ray_version_is_the_same_everywhere(aws):

@@ -94,8 +94,9 @@ def test_overlay_files_are_plain_valid_yaml(overlay):
 def test_rendered_manifests_validate(rendered, name):
     docs = rendered[name]
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == sorted(["Namespace", "ServiceAccount", "ConfigMap", "ConfigMap", "PodMonitor", "PodMonitor",
-                            "PrometheusRule", "RayCluster", "RayJob", "RayJob", "RayJob"])
+    assert kinds == sorted(["Namespace", "ServiceAccount", "ServiceAccount", "ConfigMap", "ConfigMap",
+                            "PodMonitor", "PodMonitor", "PrometheusRule", "RayCluster", "RayJob", "RayJob", "RayJob"]
+                           + ["NetworkPolicy"] * 4)
     assert validate.validate_docs(docs) == []
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"weaksound"}
 
@@ -166,7 +167,7 @@ def _commands(entrypoint: str) -> list[list[str]]:
     return [tokens]
 
 
-CLI_PARSERS = {"prep": "data_prep.cli", "train": "trainer.main", "embed": "inference.embed",
+CLI_PARSERS = {"prep": "data_prep.cli", "train": "trainer.main", "embed": "inference.embed_cli",
                "transfer": "transfer.cli"}
 
 
@@ -205,10 +206,18 @@ def test_ray_pods_are_non_root_with_shm_and_s3_without_keys(rendered, name):
             for c in pod["containers"]:
                 assert c["securityContext"]["allowPrivilegeEscalation"] is False, label
                 assert c["securityContext"]["capabilities"]["drop"] == ["ALL"], label
+                assert c["securityContext"]["readOnlyRootFilesystem"] is True, label
                 assert c["resources"]["limits"] and c["resources"]["requests"], label
+                writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")}
+                assert "/tmp" in writable, label  # the one place Ray and Python write besides /dev/shm
             if where == "submitter":
+                env = {e["name"]: e for e in pod["containers"][0]["env"]}
+                assert env["RAY_AUTH_MODE"]["value"] == "token", label
+                assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == \
+                    {"name": "weaksound-ray-token", "key": "auth_token"}, label
                 continue
-            assert pod["serviceAccountName"] == "weaksound-ray", label
+            # the head's account may call the API server (KubeRay's autoscaler); workers' may not
+            assert pod["serviceAccountName"] == ("weaksound-ray" if where == "head" else "weaksound-ray-worker"), label
             container = pod["containers"][0]
             assert {"secretRef": {"name": "weaksound-s3", "optional": True}} in container["envFrom"], label
             assert {"configMapRef": {"name": "weaksound-env"}} in container["envFrom"], label
@@ -221,6 +230,7 @@ def test_ray_pods_are_non_root_with_shm_and_s3_without_keys(rendered, name):
                 assert {"as-metrics", "dash-metrics"} <= set(ports), label
         cluster = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
         assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+        assert cluster["authOptions"] == {"mode": "token", "secretName": "weaksound-ray-token"}
     # the env ConfigMap referenced by name exists with exactly that name (no hash suffix)
     assert "weaksound-env" in {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
 
@@ -257,9 +267,11 @@ def test_gpu_requests_and_tolerations_only_where_gpus_are(rendered):
 
 @needs_kubectl
 def test_overlay_specifics(rendered):
-    sa = {name: next(d for d in docs if d["kind"] == "ServiceAccount") for name, docs in rendered.items()}
-    assert sa["prod-gpu"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
-    assert "annotations" not in sa["dev-cpu"]["metadata"]
+    for account in ("weaksound-ray", "weaksound-ray-worker"):
+        sa = {name: next(d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account)
+              for name, docs in rendered.items()}
+        assert sa["prod-gpu"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+        assert "annotations" not in sa["dev-cpu"]["metadata"]
     images = {name: {c["image"] for d in _ray_docs(docs) for _, t in _pod_templates(d) for c in t["spec"]["containers"]}
               for name, docs in rendered.items()}
     assert images["dev-cpu"] == {"weaksound:dev"}
@@ -296,3 +308,42 @@ def test_kubernetes_copies_are_up_to_date():
     assert generate.stale_files() == [], "run: python cluster/generate.py"
     for src in (REPO / "cluster" / "grafana").glob("*.json"):
         assert (K8S / "base" / "monitoring" / "dashboards" / src.name).read_bytes() == src.read_bytes()
+
+
+# -- access --------------------------------------------------------------------------------------
+
+def _base_docs() -> list[dict]:
+    return [d for f in _base_resource_files() for d in validate.load_yaml_docs(f)]
+
+
+def test_worker_pods_get_no_kubernetes_api_token():
+    accounts = {d["metadata"]["name"]: d for d in _base_docs() if d["kind"] == "ServiceAccount"}
+    assert accounts["weaksound-ray-worker"]["automountServiceAccountToken"] is False
+    assert accounts["weaksound-ray"]["automountServiceAccountToken"] is True  # KubeRay's autoscaler needs it
+
+
+def test_network_policies_admit_only_the_projects_pods_prometheus_and_the_operator():
+    policies = {d["metadata"]["name"]: d["spec"] for d in _base_docs() if d["kind"] == "NetworkPolicy"}
+    deny = policies.pop("weaksound-default-deny-ingress")
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}  # everything else is an exception
+    part_of = {"app.kubernetes.io/part-of": "weaksound"}
+    for name, spec in policies.items():
+        assert spec["policyTypes"] == ["Ingress"], name
+        assert part_of.items() <= spec["podSelector"]["matchLabels"].items(), name
+        for rule in spec["ingress"]:
+            assert rule["from"], name  # an empty `from` would admit every source
+            for source in rule["from"]:
+                assert source.get("podSelector", {}).get("matchLabels"), name
+    internal = policies["weaksound-ray-internal"]["ingress"]
+    assert internal == [{"from": [{"podSelector": {"matchLabels": part_of}}]}]
+    (scrape,) = policies["weaksound-ray-metrics-from-prometheus"]["ingress"]
+    assert {p["port"] for p in scrape["ports"]} == {8080, 44217, 44227}
+    (operator,) = policies["weaksound-ray-dashboard-from-kuberay"]["ingress"]
+    assert [p["port"] for p in operator["ports"]] == [8265]
+
+
+def test_the_ray_token_secret_is_referenced_but_never_written_in_a_manifest():
+    text = "\n".join(p.read_text() for p in (K8S / "base").rglob("*.yaml"))
+    assert "weaksound-ray-token" in text
+    assert not [d for d in _base_docs() if d["kind"] == "Secret"]
+    assert "RAY_AUTH_MODE=disabled" not in text and "mode: disabled" not in text
