@@ -2,10 +2,14 @@
 
   weaksound prep SOURCE ...      raw audio + weak labels -> shards + manifest   (data_prep/)
   weaksound train ...            Ray Train DDP of the weak-label CNN            (trainer/)
-  weaksound embed ...            parallel embedding extraction (Ray)             (transfer/)
+  weaksound embed ...            parallel embedding extraction (Ray)             (inference/)
   weaksound transfer TASK ...    SVM / adaptation / semantic experiments         (transfer/)
-  weaksound tag --model M FILE   clip tags and a segment timeline for any audio  (transfer/)
-  weaksound demo ...             all of the above on the embedded synthetic corpus
+  weaksound tag --model M FILE   clip tags and a segment timeline for any audio  (inference/)
+  weaksound detect --model M ... sound events (onset, offset, label) in audio files (inference/)
+  weaksound export --model M ... the exported model as one ONNX graph, waveforms in (inference/)
+  weaksound demo ...             all of the above on the embedded synthetic corpus (app/)
+
+Each command is a thin parser over its stage's typed run (`run(config) -> summary`).
 
 `weaksound COMMAND --help` explains every option and its default.
 """
@@ -17,9 +21,11 @@ import sys
 COMMANDS = {
     "prep": ("data_prep.cli", "raw audio with weak labels -> validated WebDataset shards + manifest"),
     "train": ("trainer.main", "train the weak-label CNN with Ray Train (DDP), checkpointing and resuming"),
-    "embed": ("inference.embed", "extract F1/F2 embeddings of a prepared dataset in parallel (Ray)"),
+    "embed": ("inference.embed_cli", "extract F1/F2 embeddings of a prepared dataset in parallel (Ray)"),
     "transfer": ("transfer.cli", "transfer experiments: events, scenes, adaptation, semantic relations"),
-    "tag": ("inference.tag", "clip-level tags and a segment-level timeline for audio files"),
+    "tag": ("inference.tag_cli", "clip-level tags and a segment-level timeline for audio files"),
+    "detect": ("inference.detect_cli", "sound events (onset, offset, label) from segment scores"),
+    "export": ("inference.export_cli", "the exported model as one ONNX graph (front end included)"),
     "demo": ("app.demo", "the main job end to end on the embedded synthetic corpus"),
 }
 

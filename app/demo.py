@@ -4,146 +4,250 @@ Stages (each prints a progress bar; each resumes if re-run with the same --out):
   1. prep      generate the synthetic corpus and write shards + manifests to the object store
                (--store, a local folder by default; s3://bucket/prefix works the same)
   2. train     Ray Train, 2 DDP workers, preset cpu-small, on the weakly labelled source corpus
-  3. embed     Ray actors extract F1/F2 embeddings of the two target tasks and the source eval split
+  3. embed     Ray actors extract F1/F2 embeddings of the two target tasks
   4. transfer  linear SVMs on every feature set + MFCC baseline (events: 5 folds, scenes: 4 folds),
                one adaptation variant (N_T^I) on the events task, semantic relations
   5. report    <out>/report/report.md and report.html with every plot
 
-Pointing each stage at real data instead (see the README for the full commands):
+Each stage is its typed run (``run_prep_job``, ``trainer.main.run``, ``run_embed``,
+``run_transfer``) on a config built here; the command line each config stands for is printed and
+kept in the report, so every stage can be repeated on its own. Pointing a stage at real data
+instead (see the README for the full commands):
   prep:      weaksound prep audioset --root CSV_DIR --split balanced_train --audio CLIPS --out s3://b/as
              weaksound prep esc50 --root ESC-50-master --out s3://b/esc50
-             weaksound prep dcase2016 --root TUT-acoustic-scenes-2016-development --out s3://b/dcase
-  train:     ray job submit --address http://HEAD:8265 --working-dir . -- python trainer/main.py \\
-                 --data s3://b/as --eval-data s3://b/as-eval --out s3://b/runs --name as-r1 --preset paper
+  train:     weaksound train --data s3://b/as --eval-data s3://b/as-eval --out s3://b/runs --name as-r1
   embed:     weaksound embed --model s3://b/runs/as-r1/model --data s3://b/esc50 --out s3://b/emb/esc50
   transfer:  weaksound transfer events --embeddings s3://b/emb/esc50 --out results/esc50
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import dataclass, field
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data_prep.job import PrepConfig, changed_options, run_prep_job
+from data_prep.shards import ShardConfig
+from data_prep.sources import SOURCES, SYNTHETIC_TASKS
+from inference.config import EmbedConfig
+from runtime import storage
+from trainer.config import TrainConfig, preset
+from transfer.job import AdaptOptions, TransferConfig
 
-from runtime import storage  # noqa: E402
+__all__ = ["DemoConfig", "DemoSummary", "StagePlan", "plan_demo", "run_demo", "train_command"]
+
+TARGET_TASKS = ("events", "scenes")
+CLIPS_PER_SHARD = 100  # a few shards per synthetic task, so prep and embedding run in parallel
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Attributes mirror `weaksound demo --help`."""
+
+    out: str = "runs/demo"  # local folder for results and the report
+    store: str | None = None  # object-store URL for shards, checkpoints, embeddings; None = OUT/store
+    preset: str = "cpu-small"  # training preset; "paper" is the paper's N_S
+    epochs: int = 6
+    workers: int = 2  # Ray Train DDP workers
+    source_clips: int | None = None  # clips of the synthetic source corpus; None = its built-in size
+    adapt_variants: tuple[str, ...] = ("I",)  # adaptation variants on the events task; () = none
+    seed: int = 0  # corpus and training seed
+    address: str | None = None  # Ray cluster; None = $RAY_ADDRESS, else a local Ray
+
+    def argv(self) -> list[str]:
+        d = DemoConfig()
+        return changed_options([
+            ("--out", self.out, d.out), ("--store", self.store, d.store), ("--preset", self.preset, d.preset),
+            ("--epochs", self.epochs, d.epochs), ("--workers", self.workers, d.workers),
+            ("--source-clips", self.source_clips, d.source_clips),
+            ("--adapt-variants", ",".join(self.adapt_variants) or "none", ",".join(d.adapt_variants)),
+            ("--seed", self.seed, d.seed), ("--address", self.address, d.address)])
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """The config of every stage run, derived from a ``DemoConfig`` before anything runs."""
+
+    prep: tuple[PrepConfig, ...]
+    train: TrainConfig
+    embed: tuple[EmbedConfig, ...]
+    transfer: tuple[TransferConfig, ...]
+    model_url: str  # where the train stage exports the model the embed stage reads
+
+    def commands(self) -> list[str]:
+        """The stage-by-stage command lines, in run order."""
+        return ([c.command() for c in self.prep] + [train_command(self.train, address=self.prep[0].address)]
+                + [c.command() for c in self.embed] + [c.command() for c in self.transfer])
+
+
+@dataclass
+class DemoSummary:
+    report_md: str
+    report_html: str
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+_TRAIN_FLAGS = (("--data", "data"), ("--eval-data", "eval_data"), ("--out", "out"), ("--name", "name"),
+                ("--workers", "workers"), ("--epochs", "epochs"), ("--cpus-per-worker", "cpus_per_worker"),
+                ("--seed", "seed"), ("--keep-last", "keep_last_k"), ("--max-failures", "max_failures"))
+
+
+def train_command(cfg: TrainConfig, *, address: str | None = None) -> str:
+    """`weaksound train ...` for a config that differs from its preset in top-level fields only."""
+    base = preset(cfg.preset)
+    nested = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))
+              and getattr(cfg, f.name) != getattr(base, f.name)]
+    if nested:
+        raise ValueError(f"train_command renders top-level fields only; {nested} differ from preset {cfg.preset!r}")
+    argv = ["weaksound", "train", "--preset", cfg.preset]
+    argv += changed_options([(flag, getattr(cfg, name), getattr(base, name)) for flag, name in _TRAIN_FLAGS])
+    argv += ["--use-gpu"] if cfg.use_gpu and not base.use_gpu else []
+    argv += ["--address", address] if address else []
+    return shlex.join(argv)
+
+
+def plan_demo(cfg: DemoConfig) -> StagePlan:
+    """Every stage's config: where each stage reads and writes, and with which settings."""
+    out = os.path.abspath(cfg.out)
+    store = cfg.store or os.path.join(out, "store")
+    train_base = preset(cfg.preset)
+    rate = train_base.frontend.sample_rate
+    data = {task: storage.join(store, "data", task) for task in SYNTHETIC_TASKS}
+    shard = ShardConfig(sample_rate=rate, max_clips_per_shard=CLIPS_PER_SHARD)
+    prep = tuple(PrepConfig(SOURCES["synthetic"](task=task, seed=cfg.seed,
+                                                 num_clips=cfg.source_clips if task == "source" else None),
+                            out=url, shard=shard, address=cfg.address) for task, url in data.items())
+    train = dataclasses.replace(train_base, data=data["source"], eval_data=data["source"],
+                                out=storage.join(store, "runs"), name="demo", workers=cfg.workers,
+                                epochs=cfg.epochs, seed=cfg.seed)
+    model_url = storage.join(store, "runs", "demo", "model")
+    emb = {task: storage.join(store, "embeddings", task) for task in TARGET_TASKS}
+    embed = tuple(EmbedConfig(model=model_url, data=data[task], out=emb[task], address=cfg.address)
+                  for task in TARGET_TASKS)
+    transfer = [TransferConfig("all", os.path.join(out, "transfer"), events=emb["events"], scenes=emb["scenes"],
+                               address=cfg.address)]
+    if cfg.adapt_variants:  # one adapted network family on the events task
+        transfer.append(TransferConfig("adapt", os.path.join(out, "transfer-adapt"), embeddings=emb["events"],
+                                       adapt=AdaptOptions(variants=cfg.adapt_variants), address=cfg.address))
+    return StagePlan(prep=prep, train=train, embed=embed, transfer=tuple(transfer), model_url=model_url)
 
 
 def _stage(n: int, name: str, text: str) -> None:
     print(f"\n=== [{n}/5] {name}: {text}", flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="weaksound demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/demo", help="local folder for results and the report (default: %(default)s)")
-    p.add_argument("--store", default=None,
-                   help="object-store URL for shards, checkpoints and embeddings (default: OUT/store; s3:// works)")
-    p.add_argument("--preset", default="cpu-small", help="training preset; 'paper' is the paper's N_S "
-                                                         "(default: %(default)s, sized for a 2-core CPU)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="Ray Train DDP workers (default: %(default)s)")
-    p.add_argument("--source-clips", type=int, default=None,
-                   help="clips in the synthetic source corpus (default: the corpus' built-in size)")
-    p.add_argument("--adapt-variants", default="I",
-                   help="network adaptation variants to run on the events task, e.g. I,II,III; "
-                        "'none' skips adaptation (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="corpus and training seed (default: %(default)s)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    return p
+def _print_command(command: str) -> None:
+    print(f"[demo] the same, on its own: {command}", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    from runtime.ray_cluster import ensure_ray
-    from data_prep.sources.synthetic import load_synthetic
-    from data_prep.pipeline import run_prep
-    from data_prep.shards import ShardConfig
-    from trainer.config import preset
-    from trainer import main as train_main
-    from transfer import cli as transfer_cli
-    from inference.embed import run_embed
+def run_demo(cfg: DemoConfig) -> DemoSummary:
+    """Run every stage of ``plan_demo(cfg)`` and write the report; returns where it is."""
     from app.report import ReportInputs, build_report
+    from inference.embed import run_embed
+    from runtime.ray_cluster import ensure_ray
+    from trainer import main as train_main
+    from transfer.job import run_transfer
 
-    out = os.path.abspath(args.out)
-    store = args.store or os.path.join(out, "store")
+    plan = plan_demo(cfg)
+    out = os.path.abspath(cfg.out)
     os.makedirs(out, exist_ok=True)
-    cfg = preset(args.preset)
-    rate = cfg.frontend.sample_rate
     seconds: dict[str, float] = {}
-    commands: list[str] = []
     started = time.perf_counter()
-    ensure_ray(args.address)
+    # Ray Train reads its health-check period only from the environment (no API argument), and
+    # its controller inherits it when Ray starts here: 0.5 s instead of Ray's default for short epochs.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    ensure_ray(cfg.address)
 
-    _stage(1, "prep", f"synthetic corpus -> WebDataset shards at {rate} Hz in {store}/data")
+    _stage(1, "prep", f"synthetic corpus -> WebDataset shards at {plan.train.frontend.sample_rate} Hz "
+                      f"under {os.path.dirname(plan.prep[0].out)}")
     t0 = time.perf_counter()
-    data = {task: storage.join(store, "data", task) for task in ("source", "events", "scenes")}
-    for task, url in data.items():
-        listing = load_synthetic(task, num_clips=args.source_clips if task == "source" else None, seed=args.seed)
-        summary = run_prep(listing, url, ShardConfig(sample_rate=rate, max_clips_per_shard=100), executor="ray")
-        for line in summary.lines():
-            print(f"[prep] {line}")
-    commands.append(f"weaksound prep synthetic --out {shlex.quote(storage.join(store, 'data'))} --sample-rate {rate} "
-                    f"--clips-per-shard 100 --seed {args.seed}"
-                    + (f" --num-clips {args.source_clips}  # source task" if args.source_clips else ""))
+    for prep in plan.prep:
+        _print_command(prep.command())
+        for summary in run_prep_job(prep).datasets:
+            for line in summary.lines():
+                print(f"[prep] {line}")
     seconds["prep"] = time.perf_counter() - t0
 
-    _stage(2, "train", f"Ray Train DDP, {args.workers} workers, preset {args.preset}, {args.epochs} epochs")
+    _stage(2, "train", f"Ray Train DDP, {cfg.workers} workers, preset {cfg.preset}, {cfg.epochs} epochs")
     t0 = time.perf_counter()
-    train_argv = ["--data", data["source"], "--eval-data", data["source"], "--out", storage.join(store, "runs"),
-                  "--name", "demo", "--workers", str(args.workers), "--epochs", str(args.epochs),
-                  "--preset", args.preset, "--seed", str(args.seed)]
-    train_args = train_main.build_parser().parse_args(train_argv)
-    train_cfg = train_main.resolve_config(train_args)
-    train_summary = train_main.run(train_cfg)
-    run_dir = storage.join(store, "runs", "demo")
-    model_url = train_summary["export"]
-    commands.append("weaksound train " + " ".join(shlex.quote(a) for a in train_argv))
+    _print_command(train_command(plan.train, address=cfg.address))
+    train_summary = train_main.run(plan.train, address=cfg.address)
+    if train_summary["export"].rstrip("/") != plan.model_url.rstrip("/"):
+        raise RuntimeError(f"the model was exported to {train_summary['export']}, not {plan.model_url}")
     seconds["train"] = time.perf_counter() - t0
 
     _stage(3, "embed", "F1/F2 segment embeddings with Ray actors")
     t0 = time.perf_counter()
-    emb = {task: storage.join(store, "embeddings", task) for task in ("events", "scenes")}
-    for task, url in emb.items():
-        s = run_embed(model_url, data[task], url)
-        print(f"[embed] {task}: {s.line()}")
-        commands.append(f"weaksound embed --model {model_url} --data {data[task]} --out {url}")
+    for embed in plan.embed:
+        _print_command(embed.command())
+        print(f"[embed] {embed.out}: {run_embed(embed).line()}")
     seconds["embed"] = time.perf_counter() - t0
 
     _stage(4, "transfer", "SVMs on every feature set + MFCC baseline, semantic relations, adaptation")
     t0 = time.perf_counter()
-    results = os.path.join(out, "transfer")
-    runs = [["all", "--events", emb["events"], "--scenes", emb["scenes"], "--out", results]]
-    if args.adapt_variants.lower() != "none":  # one adapted network family on the events task
-        runs.append(["adapt", "--embeddings", emb["events"], "--variants", args.adapt_variants,
-                     "--out", os.path.join(out, "transfer-adapt")])
-    for transfer_argv in runs:
-        rc = transfer_cli.main(transfer_argv)
-        if rc:
-            print(f"[demo] `weaksound transfer {transfer_argv[0]}` failed with exit code {rc}", file=sys.stderr)
-            return rc
-        commands.append("weaksound transfer " + " ".join(shlex.quote(a) for a in transfer_argv))
+    for transfer in plan.transfer:
+        _print_command(transfer.command())
+        summary = run_transfer(transfer)
+        print(f"[transfer] {len(summary.files)} files in {summary.out} after {summary.seconds:.1f} s")
     seconds["transfer"] = time.perf_counter() - t0
 
     _stage(5, "report", f"{out}/report")
     t0 = time.perf_counter()
-    sections = {"Transfer: events (ESC-50-like, 5 folds) and scenes (DCASE-2016-like, 4 folds)": results}
-    if os.path.isdir(os.path.join(out, "transfer-adapt")):
-        sections[f"Network adaptation N_T^{args.adapt_variants} on the events task"] = os.path.join(out, "transfer-adapt")
+    sections = {"Transfer: events (ESC-50-like, 5 folds) and scenes (DCASE-2016-like, 4 folds)": plan.transfer[0].out}
+    for extra in plan.transfer[1:]:
+        sections[f"Network adaptation N_T^{','.join(extra.adapt.variants)} on the events task"] = extra.out
     md, html_path = build_report(ReportInputs(
-        title="weaksound demo report", run_dir=run_dir, transfer_dirs=sections,
-        commands=["scripts/demo.sh " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-                  "# or stage by stage:"] + commands,
-        config=asdict(train_cfg), stage_seconds=seconds | {"report": time.perf_counter() - t0},
-        notes=[f"Synthetic corpus (seed {args.seed}), preset `{args.preset}`, {args.workers} DDP workers, "
-               f"{args.epochs} epochs. Every number below was measured by this run."]), os.path.join(out, "report"))
+        title="weaksound demo report", run_dir=storage.join(plan.train.out, plan.train.name),
+        transfer_dirs=sections,
+        commands=[shlex.join(["scripts/demo.sh", *cfg.argv()]), "# or stage by stage:", *plan.commands()],
+        config=dataclasses.asdict(plan.train), stage_seconds=seconds | {"report": time.perf_counter() - t0},
+        notes=[f"Synthetic corpus (seed {cfg.seed}), preset `{cfg.preset}`, {cfg.workers} DDP workers, "
+               f"{cfg.epochs} epochs. Every number below was measured by this run."]), os.path.join(out, "report"))
     print(f"\n[demo] done in {time.perf_counter() - started:.0f} s; report: {md} (HTML: {html_path})")
+    return DemoSummary(md, html_path, seconds)
+
+
+def _variants(text: str) -> tuple[str, ...]:
+    return () if text.strip().lower() == "none" else tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DemoConfig()
+    p = argparse.ArgumentParser(prog="weaksound demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=d.out, help="local folder for results and the report (default: %(default)s)")
+    p.add_argument("--store", default=d.store,
+                   help="object-store URL for shards, checkpoints and embeddings (default: OUT/store; s3:// works)")
+    p.add_argument("--preset", default=d.preset, help="training preset; 'paper' is the paper's N_S "
+                                                      "(default: %(default)s, sized for a 2-core CPU)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d.workers, help="Ray Train DDP workers (default: %(default)s)")
+    p.add_argument("--source-clips", type=int, default=d.source_clips,
+                   help="clips in the synthetic source corpus (default: the corpus' built-in size)")
+    p.add_argument("--adapt-variants", type=_variants, default=",".join(d.adapt_variants),
+                   help="network adaptation variants to run on the events task, e.g. I,II,III; "
+                        "'none' skips adaptation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="corpus and training seed (default: %(default)s)")
+    p.add_argument("--address", default=d.address,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    return DemoConfig(out=args.out, store=args.store, preset=args.preset, epochs=args.epochs, workers=args.workers,
+                      source_clips=args.source_clips, adapt_variants=args.adapt_variants, seed=args.seed,
+                      address=args.address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run_demo(config_from_args(build_parser().parse_args(argv)))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"[demo] error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

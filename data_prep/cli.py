@@ -1,5 +1,8 @@
 """`weaksound prep SOURCE ...`: turn a dataset layout into validated shards + manifest.
 
+The command line of ``data_prep.job.run_prep_job(PrepConfig)``; each SOURCE is an entry of
+``data_prep.sources.SOURCES``.
+
 Examples:
   weaksound prep synthetic --out data/synthetic                     # the embedded default corpus
   weaksound prep esc50 --root ESC-50-master --out s3://bucket/esc50
@@ -11,18 +14,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from data_prep import audio
+from data_prep.job import PrepConfig, PrepSummary, run_prep_job
 from data_prep.shards import ShardConfig
-
-SYNTHETIC_TASKS = ("source", "events", "scenes")
+from data_prep.sources import SOURCES, SYNTHETIC_TASKS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     d = ShardConfig()
     lim = audio.ValidationLimits()
+    job = PrepConfig(SOURCES["synthetic"](), out="-")
     p.add_argument("--out", required=True,
-                   help="output URL: a local folder or s3://bucket/prefix (endpoint/credentials from AWS_* env vars)")
+                   help="output URL: a local folder or s3://bucket/prefix (endpoint/credentials from AWS_* env vars); "
+                        "required")
     p.add_argument("--sample-rate", type=int, default=d.sample_rate,
                    help="every clip is downmixed to mono and resampled to this rate (default: %(default)s, the paper's)")
     p.add_argument("--clips-per-shard", type=int, default=d.max_clips_per_shard,
@@ -35,16 +41,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="inputs sampled below this rate (Hz) are rejected as bad_sample_rate (default: %(default)s)")
     p.add_argument("--max-duration", type=float, default=lim.max_duration_s,
                    help="truncate longer clips to this many seconds, counted in the summary; 0 keeps all (default: %(default)s)")
-    p.add_argument("--address", default=None,
+    p.add_argument("--address", default=job.address,
                    help="Ray cluster address to join (default: $RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--executor", choices=("ray", "local"), default="ray",
+    p.add_argument("--executor", choices=("ray", "local"), default=job.executor,
                    help="ray: one Ray task per shard; local: in this process, for debugging (default: %(default)s)")
-    p.add_argument("--max-in-flight", type=int, default=0,
+    p.add_argument("--max-in-flight", type=int, default=job.max_in_flight,
                    help="shard tasks submitted at once; 0 = twice the cluster's CPUs (default: %(default)s)")
-    p.add_argument("--metrics-port", type=int, default=0,
+    p.add_argument("--metrics-port", type=int, default=job.metrics_port,
                    help="serve this driver's Prometheus metrics on 127.0.0.1:PORT; 0 = export them through "
                         "Ray's metrics exporter instead (default: %(default)s)")
-    p.add_argument("--metrics-linger", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--metrics-linger", type=float, default=job.metrics_linger_s, metavar="SECONDS",
                    help="with --metrics-port: keep serving this long after the job, so that Prometheus scrapes "
                         "the final values (default: %(default)s = two scrapes at the 5 s interval of "
                         "cluster/prometheus/prometheus.yml)")
@@ -55,17 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="weaksound prep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = argparse.RawDescriptionHelpFormatter  # every help text states its default itself
 
     p = sub.add_parser("synthetic", help="the embedded synthetic corpus (no download)", formatter_class=fmt,
                        description="Generate the embedded weakly-labelled corpus deterministically (same seed, same "
                                    "bytes). With --task all, writes OUT/source, OUT/events and OUT/scenes.")
-    p.add_argument("--task", choices=("all",) + SYNTHETIC_TASKS, default="all",
+    synthetic = SOURCES["synthetic"]()
+    p.add_argument("--task", choices=("all", *SYNTHETIC_TASKS), default=synthetic.task,
                    help="source: web-like weakly labelled training corpus; events: ESC-50-like 5-fold target task; "
-                        "scenes: scene-like 4-fold target task")
-    p.add_argument("--num-clips", type=int, default=None,
+                        "scenes: scene-like 4-fold target task (default: %(default)s)")
+    p.add_argument("--num-clips", type=int, default=synthetic.num_clips,
                    help="clips per task (default: each task's built-in size)")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed")
+    p.add_argument("--seed", type=int, default=synthetic.seed, help="corpus seed (default: %(default)s)")
     _common(p)
 
     p = sub.add_parser("esc50", help="ESC-50 repository layout (audio/, meta/esc50.csv)", formatter_class=fmt)
@@ -91,64 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _listings(args):
-    from data_prep import sources
-
-    if args.source == "synthetic":
-        from data_prep.sources.synthetic import load_synthetic
-
-        tasks = SYNTHETIC_TASKS if args.task == "all" else (args.task,)
-        for task in tasks:
-            out = f"{args.out.rstrip('/')}/{task}" if args.task == "all" else args.out
-            yield load_synthetic(task, num_clips=args.num_clips, seed=args.seed), out
-    elif args.source == "esc50":
-        yield sources.esc50.load_esc50(args.root), args.out
-    elif args.source == "dcase2016":
-        yield sources.dcase2016.load_dcase2016(args.root), args.out
-    elif args.source == "audioset":
-        yield sources.audioset.load_audioset(args.root, args.split, audio_dir=args.audio), args.out
-    elif args.source == "folder":
-        yield sources.folder.load_folder(args.root, args.csv), args.out
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from data_prep.pipeline import run_prep
-    from runtime import storage
-
-    cfg = ShardConfig(
+def config_from_args(args: argparse.Namespace) -> PrepConfig:
+    """The typed run a parsed `weaksound prep` command line stands for."""
+    spec = SOURCES[args.source]
+    shard = ShardConfig(
         sample_rate=args.sample_rate, max_clips_per_shard=args.clips_per_shard,
         max_shard_bytes=int(args.max_shard_mb * 2**20),
         limits=audio.ValidationLimits(min_duration_s=args.min_duration, min_sample_rate=args.min_input_rate,
                                       max_duration_s=args.max_duration))
-    from data_prep.prep_metrics import PREP_METRICS
-    from runtime.telemetry import Telemetry
+    return PrepConfig(source=spec(**{f.name: getattr(args, f.name) for f in fields(spec)}), out=args.out,
+                      shard=shard, executor=args.executor, address=args.address, max_in_flight=args.max_in_flight,
+                      progress=not args.no_progress, metrics_port=args.metrics_port,
+                      metrics_linger_s=args.metrics_linger)
 
-    run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
-    if args.metrics_port:  # a process outside Ray's exporter: serve our own /metrics
-        telemetry = Telemetry("prometheus", PREP_METRICS, run=run_name)
-        telemetry.serve(args.metrics_port)
-    else:  # ride Ray's per-node metrics exporter (no-op without Ray)
-        if args.executor == "ray":
-            from runtime.ray_cluster import ensure_ray
 
-            ensure_ray(args.address)
-        telemetry = Telemetry("ray" if args.executor == "ray" else "none", PREP_METRICS, run=run_name)
-    total_written = 0
-    try:
-        for listing, out in _listings(args):
-            summary = run_prep(listing, out, cfg, executor=args.executor, address=args.address,
-                               max_in_flight=args.max_in_flight, progress=not args.no_progress, telemetry=telemetry)
-            for line in summary.lines():
-                print(f"[prep] {line}")
-            if summary.rejected:
-                print(f"[prep] every rejected input is listed with its path and reason in "
-                      f"{out.rstrip('/')}/rejects.jsonl")
-            total_written += summary.clips_written
-        telemetry.close(linger_s=args.metrics_linger)  # no-op unless --metrics-port serves
-    finally:
-        telemetry.close()  # after a failure or Ctrl-C: stop serving without waiting
-    if total_written == 0:
+def _print_summary(summary: PrepSummary) -> None:
+    for line in summary.lines():
+        print(f"[prep] {line}")
+    if summary.rejected:
+        print(f"[prep] every rejected input is listed with its path and reason in "
+              f"{summary.out.rstrip('/')}/rejects.jsonl")
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config_from_args(build_parser().parse_args(argv))
+    summary = run_prep_job(cfg, on_dataset=_print_summary)
+    if summary.clips_written == 0:
         print("[prep] error: no usable clip was produced", file=sys.stderr)
         return 1
     return 0

@@ -1,4 +1,4 @@
-"""`weaksound embed`: F1/F2 embeddings of every clip of a prepared dataset, in parallel with Ray.
+"""Embedding extraction (`weaksound embed`, inference/embed_cli.py): F1/F2 embeddings of every clip of a prepared dataset, in parallel with Ray.
 
 One Ray actor per CPU core (or per GPU) loads the exported model once; each shard is one call.
 Per clip it stores the segment-level F1 (K x F1) and F2 (K x C_source) outputs and their
@@ -14,27 +14,26 @@ Metrics (docs/contracts.md, ``weaksound_embed_*``, run label = the last componen
 default each model actor records its own shards through Ray's metrics exporter, so
 ``weaksound_embed_clips_per_second`` is the throughput of each actor; with ``--metrics-port`` this
 process serves them with prometheus_client instead (recorded here as the shards come back).
+
+The typed run is ``run_embed(EmbedConfig) -> EmbedSummary`` (inference/config.py).
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from runtime import storage  # noqa: E402
-from data_prep.manifest import read_manifest  # noqa: E402
-from data_prep.shards import iter_shard  # noqa: E402
-from inference.embed_metrics import EMBED_METRICS, record_embed  # noqa: E402
-from runtime.parallel import Progress, bounded_map  # noqa: E402
+from data_prep.job import job_telemetry
+from data_prep.manifest import read_manifest
+from data_prep.shards import iter_shard
+from inference.config import EmbedConfig
+from inference.embed_metrics import EMBED_METRICS, record_embed
+from runtime import storage
+from runtime.parallel import Progress, bounded_map
 
 FORMAT = "weaksound-embeddings/1"
 INDEX = "embeddings.json"
@@ -54,7 +53,8 @@ def _batches(samples, batch_seconds: float, sample_rate: int):
         yield batch
 
 
-def embed_samples(exported, log_mel, samples, batch_seconds: float = 60.0) -> dict[str, np.ndarray]:
+def embed_samples(exported, log_mel, samples, batch_seconds: float = EmbedConfig.batch_seconds
+                  ) -> dict[str, np.ndarray]:
     """Model outputs for an iterable of ShardSamples -> the per-shard arrays (see module doc)."""
     import torch
 
@@ -178,18 +178,27 @@ class EmbedSummary:
                 f"in {self.seconds:.1f} s: {rate:.1f} clips/s, {self.audio_s / max(self.seconds, 1e-9):.0f}x real time")
 
 
-def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all", batch_seconds: float = 60.0,
-              executor: str = "ray", actors: int = 0, address: str | None = None, progress: bool = True,
-              telemetry=None) -> EmbedSummary:
-    """Embed every clip of ``split`` of the dataset at ``data_url`` into ``out_url``.
+def run_embed(cfg: EmbedConfig, *, telemetry=None) -> EmbedSummary:
+    """Embed every clip of ``cfg.split`` of the dataset at ``cfg.data`` into ``cfg.out``.
 
     ``telemetry`` (a ``runtime.telemetry.Telemetry`` of kind "embed") counts every embedded
-    shard. A picklable one (backend "ray" or "none") travels to the Ray actors, which record their
-    own shards (so the clips/s gauge is per actor); a "prometheus" one stays in this process and
+    shard; None = the job's own, per ``cfg.metrics_port`` (see ``data_prep.job.job_telemetry``).
+    A picklable one (backend "ray" or "none") travels to the Ray actors, which record their own
+    shards (so the clips/s gauge is per actor); a "prometheus" one stays in this process and
     records each shard when its result comes back.
     """
+    if telemetry is not None:
+        return _run_embed(cfg, telemetry)
+    run_name = cfg.out.rstrip("/").rsplit("/", 1)[-1]
+    with job_telemetry(EMBED_METRICS, run=run_name, executor=cfg.executor, address=cfg.address,
+                       metrics_port=cfg.metrics_port, linger_s=cfg.metrics_linger_s) as own:
+        return _run_embed(cfg, own)
+
+
+def _run_embed(cfg: EmbedConfig, telemetry) -> EmbedSummary:
     from trainer.export import CONFIG
 
+    model_url, data_url, out_url, executor = cfg.model, cfg.data, cfg.out, cfg.executor
     started = time.perf_counter()
     manifest = read_manifest(data_url)
     model_doc = json.loads(storage.read_text(storage.join(model_url, CONFIG)))
@@ -197,7 +206,7 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
         raise ValueError(f"{data_url} is sampled at {manifest.sample_rate} Hz but the model at {model_url} expects "
                          f"{model_doc['frontend']['sample_rate']} Hz: prep it with --sample-rate "
                          f"{model_doc['frontend']['sample_rate']}")
-    shards = manifest.shards_of(split)
+    shards = manifest.shards_of(cfg.split)
     jobs = []
     for entry in shards:
         out = storage.join(out_url, _npz_name(entry.name))
@@ -206,21 +215,21 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
     started_clips = sum(e.num_samples for e, _, out in jobs if (e, _, out) not in todo)
     bar = Progress("embed", unit="clip", weight=lambda job: job[0].num_samples, initial=started_clips,
                    postfix=lambda _done: {"clips_per_s": f"{clips / (time.perf_counter() - started):.1f}"}
-                   ) if progress else None
+                   ) if cfg.progress else None
     clips, audio_s, busy_s = 0, 0.0, 0.0
     # who calls record_embed: the embedders themselves when the Telemetry can travel to them
-    in_embedder = telemetry is not None and (executor == "local" or telemetry.backend != "prometheus")
+    in_embedder = executor == "local" or telemetry.backend != "prometheus"
 
     def done(result: dict) -> None:
         nonlocal clips, audio_s, busy_s
         clips += result["clips"]
         audio_s += result["audio_s"]
         busy_s += result["seconds"]
-        if telemetry is not None and not in_embedder:
+        if not in_embedder:
             record_embed(telemetry, result)
 
     if executor == "local":
-        embedder = ShardEmbedder(model_url, batch_seconds, threads=os.cpu_count() or 1,
+        embedder = ShardEmbedder(model_url, cfg.batch_seconds, threads=os.cpu_count() or 1,
                                  telemetry=telemetry)
         pool = None
         call = _embed_job_locally(embedder)
@@ -229,20 +238,20 @@ def run_embed(model_url: str, data_url: str, out_url: str, *, split: str = "all"
 
         from runtime.ray_cluster import ensure_ray
 
-        ensure_ray(address)
+        ensure_ray(cfg.address)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        n = max(1, min(actors or (gpus if gpus else cpus), len(todo) or 1))
+        n = max(1, min(cfg.actors or (gpus if gpus else cpus), len(todo) or 1))
         opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
         actor_cls = ray.remote(**opts)(ShardEmbedder)
-        pool = [actor_cls.remote(model_url, batch_seconds, "cuda" if gpus else "cpu", 1,
+        pool = [actor_cls.remote(model_url, cfg.batch_seconds, "cuda" if gpus else "cpu", 1,
                                    telemetry if in_embedder else None) for _ in range(n)] if todo else None
         call = _embed_job_on_actor
     if todo:
         bounded_map(call, todo, executor=executor, actors=pool, progress=bar, on_done=lambda _i, r: done(r))
 
     index = {
-        "format": FORMAT, "model": model_url, "data": data_url, "dataset": manifest.dataset, "split": split,
+        "format": FORMAT, "model": model_url, "data": data_url, "dataset": manifest.dataset, "split": cfg.split,
         "sample_rate": manifest.sample_rate,
         "target_vocabulary": list(manifest.vocabulary),
         "source_vocabulary": model_doc["vocabulary"],
@@ -308,56 +317,3 @@ def load_embeddings(url: str) -> Embeddings:
         else:
             arrays[key] = np.concatenate([p[key] for p in parts])
     return Embeddings(index, arrays)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="weaksound embed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="exported model folder/URL (model.safetensors + config.json)")
-    p.add_argument("--data", required=True, help="prepared dataset URL (with manifest.json)")
-    p.add_argument("--out", required=True, help="output URL for the embeddings (local folder or s3://)")
-    p.add_argument("--split", default="all", help="manifest split to embed, or 'all' (default: %(default)s)")
-    p.add_argument("--batch-seconds", type=float, default=60.0,
-                   help="padded audio seconds per forward pass; bounds memory (default: %(default)s)")
-    p.add_argument("--actors", type=int, default=0,
-                   help="model actors; 0 = one per GPU, else one per CPU core (default: %(default)s)")
-    p.add_argument("--executor", choices=("ray", "local"), default="ray",
-                   help="ray: actors over the cluster; local: this process (default: %(default)s)")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local Ray)")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve this process's Prometheus metrics on 127.0.0.1:PORT; 0 = the model actors export "
-                        "them through Ray's metrics exporter instead (default: %(default)s)")
-    p.add_argument("--metrics-linger", type=float, default=10.0, metavar="SECONDS",
-                   help="with --metrics-port: keep serving this long after the job, so that Prometheus scrapes "
-                        "the final values (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from runtime.telemetry import Telemetry
-
-    run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
-    if args.metrics_port:  # a process outside Ray's exporter: serve our own /metrics
-        telemetry = Telemetry("prometheus", EMBED_METRICS, run=run_name)
-        telemetry.serve(args.metrics_port)
-    else:  # ride Ray's per-node metrics exporters: the actors record their own shards
-        if args.executor == "ray":
-            from runtime.ray_cluster import ensure_ray
-
-            ensure_ray(args.address)
-        telemetry = Telemetry("ray" if args.executor == "ray" else "none", EMBED_METRICS, run=run_name)
-    try:
-        summary = run_embed(args.model, args.data, args.out, split=args.split, batch_seconds=args.batch_seconds,
-                            executor=args.executor, actors=args.actors, address=args.address,
-                            progress=not args.no_progress, telemetry=telemetry)
-        print(f"[embed] {summary.line()} -> {args.out}", flush=True)
-        telemetry.close(linger_s=args.metrics_linger)  # no-op unless --metrics-port serves
-    finally:
-        telemetry.close()  # after a failure or Ctrl-C: stop serving without waiting
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`weaksound tag --model URL FILE...`: clip-level tags and a segment-level timeline for audio files.
+"""Tagging (`weaksound tag --model URL FILE...`, inference/tag_cli.py): clip-level tags and a segment-level timeline for audio files.
 
 Works for any length, from under a second to hours: the file is decoded once, then scored in
 chunks of --chunk-seconds, so memory stays bounded. Chunks overlap by one segment and each
@@ -8,24 +8,22 @@ segment is kept from exactly one chunk, so the timeline has one row per segment 
 Outputs per FILE (with --out DIR): <stem>.tags.json (top-k clip labels), <stem>.timeline.csv
 (onset, offset, label, score of every event above --threshold, consecutive segments merged),
 <stem>.timeline.png (score of the top classes over time).
+
+The typed run is ``run_tag(TagConfig) -> TagSummary`` (inference/config.py).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from data_prep import audio
-from runtime import storage  # noqa: E402
+from inference.config import TagConfig
+from runtime import storage
 
 
 @dataclass
@@ -62,7 +60,8 @@ class TagResult:
         return sorted(rows)
 
 
-def tag_waveform(exported, wave: np.ndarray, chunk_seconds: float = 60.0, path: str = "") -> TagResult:
+def tag_waveform(exported, wave: np.ndarray, chunk_seconds: float = TagConfig.chunk_seconds,
+                 path: str = "") -> TagResult:
     """Score a mono waveform at the model's rate, chunk by chunk (see module doc)."""
     import torch
 
@@ -98,7 +97,7 @@ def tag_waveform(exported, wave: np.ndarray, chunk_seconds: float = 60.0, path: 
     return TagResult(path, wave.size / fe.sample_rate, clip, seg, starts, seg_s, names)
 
 
-def tag_file(exported, path: str, chunk_seconds: float = 60.0) -> TagResult:
+def tag_file(exported, path: str, chunk_seconds: float = TagConfig.chunk_seconds) -> TagResult:
     samples, rate = audio.decode_bytes(storage.read_bytes(path), path)
     mono = audio.to_mono(samples)
     audio.check_waveform(mono, rate, audio.ValidationLimits(min_duration_s=0.0), path)
@@ -145,41 +144,27 @@ def timeline_png(result: TagResult, top_k: int) -> bytes:
     return buf.getvalue()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="weaksound tag", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (local paths or s3:// URLs)")
-    p.add_argument("--model", required=True, help="exported model folder/URL (model.safetensors + config.json)")
-    p.add_argument("--top-k", type=int, default=5, help="clip labels to print (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="segment score above which a timeline event is reported (default: %(default)s)")
-    p.add_argument("--chunk-seconds", type=float, default=60.0,
-                   help="audio scored per forward pass; bounds memory for long files (default: %(default)s)")
-    p.add_argument("--out", default=None, help="folder for <stem>.tags.json/.timeline.csv/.timeline.png "
-                                              "(default: print only)")
-    return p
+@dataclass
+class TagSummary:
+    """What a tagging run produced: a result per tagged file (and its output files, with ``out``),
+    and the files skipped with the reason."""
+
+    tagged: list[tuple[TagResult, dict[str, str]]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_tag(cfg: TagConfig) -> TagSummary:
+    """Tag every file of ``cfg.files``; an undecodable or missing file is skipped by name, never fatal."""
     from trainer.export import load_exported
 
-    exported = load_exported(args.model)
-    failures = 0
-    for path in args.files:
+    exported = load_exported(cfg.model)
+    summary = TagSummary()
+    for path in cfg.files:
         try:
-            result = tag_file(exported, path, args.chunk_seconds)
+            result = tag_file(exported, path, cfg.chunk_seconds)
         except (audio.AudioError, FileNotFoundError) as e:
-            print(f"[tag] {path}: skipped: {e}", file=sys.stderr)
-            failures += 1
+            summary.skipped.append((path, str(e)))
             continue
-        tags = ", ".join(f"{name} {score:.2f}" for name, score in result.top(args.top_k))
-        print(f"{path} ({result.duration_s:.1f} s, {len(result.segment_starts_s)} segments): {tags}")
-        if args.out:
-            written = write_outputs(result, args.out, args.top_k, args.threshold)
-            print(f"  -> {written['timeline.csv']}, {written['timeline.png']}")
-    return 1 if failures == len(args.files) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        written = write_outputs(result, cfg.out, cfg.top_k, cfg.threshold) if cfg.out else {}
+        summary.tagged.append((result, written))
+    return summary

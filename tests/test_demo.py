@@ -47,3 +47,32 @@ def test_demo_runs_every_stage_and_writes_a_report_with_measured_results(tmp_pat
     assert best(results["rows"], "scenes") > 4 * scenes_chance
     adapted = json.loads((out / "transfer-adapt" / "results.json").read_text())["rows"]
     assert best(adapted, "events", "N_T^I") > 4 * events_chance
+
+
+def test_every_reproduction_command_of_the_demo_parses_back_to_the_config_it_ran(tmp_path):
+    """The demo runs typed configs and prints/records their command lines: each command, parsed by
+    its own CLI, is exactly the config the demo ran, so every stage can be repeated by hand."""
+    import shlex
+
+    from app import demo
+    from data_prep import cli as prep_cli
+    from inference import embed_cli
+    from trainer import main as train_main
+    from transfer import cli as transfer_cli
+
+    cfg = demo.DemoConfig(out=str(tmp_path / "demo out"), source_clips=600, epochs=4, workers=1, seed=3,
+                          adapt_variants=("I", "III"))
+    plan = demo.plan_demo(cfg)
+    commands = [shlex.split(c) for c in plan.commands()]
+    assert [c[1] for c in commands] == ["prep"] * 3 + ["train"] + ["embed"] * 2 + ["transfer"] * 2
+    ran = [*plan.prep, plan.train, *plan.embed, *plan.transfer]
+    parsers = {"prep": (prep_cli.build_parser, prep_cli.config_from_args),
+               "train": (train_main.build_parser, train_main.resolve_config),
+               "embed": (embed_cli.build_parser, embed_cli.config_from_args),
+               "transfer": (transfer_cli.build_parser, transfer_cli.config_from_args)}
+    for argv, config in zip(commands, ran):
+        build_parser, to_config = parsers[argv[1]]
+        assert to_config(build_parser().parse_args(argv[2:])) == config, argv
+    # the stages are wired together: train reads what prep wrote, embed reads the model train exports
+    assert plan.train.data == plan.prep[0].out and plan.embed[0].model == plan.model_url
+    assert demo.config_from_args(demo.build_parser().parse_args(cfg.argv())) == cfg

@@ -15,6 +15,7 @@ from runtime.telemetry import Telemetry
 from trainer.config import preset
 from trainer.export import export_model, load_exported
 from trainer.model import WeakLabelCNN
+from inference.config import EmbedConfig
 from inference.embed import embed_samples, load_embeddings, run_embed
 
 
@@ -62,8 +63,8 @@ def test_extraction_with_ray_actors_matches_in_process_and_resumes(tmp_path, ray
     local, distributed = str(tmp_path / "emb_local"), str(tmp_path / "emb_ray")
     # a prometheus_client Telemetry stays in this process: the embedder (local) or the driver (ray) counts
     tel = Telemetry("prometheus", EMBED_METRICS, run="emb")
-    run_embed(model_url, data, local, executor="local", progress=False, telemetry=tel)
-    summary = run_embed(model_url, data, distributed, executor="ray", progress=False, telemetry=tel)
+    run_embed(EmbedConfig(model_url, data, local, executor="local", progress=False), telemetry=tel)
+    summary = run_embed(EmbedConfig(model_url, data, distributed, progress=False), telemetry=tel)
     assert summary.clips == 10 and summary.shards_skipped == 0
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -81,10 +82,27 @@ def test_extraction_with_ray_actors_matches_in_process_and_resumes(tmp_path, ray
     # resume: one shard's output lost -> only that shard is recomputed
     first = os.path.join(distributed, "shards", "train-000000.npz")
     os.remove(first)
-    again = run_embed(model_url, data, distributed, executor="ray", progress=False)
+    again = run_embed(EmbedConfig(model_url, data, distributed, progress=False))
     from data_prep.manifest import read_manifest
 
     assert again.shards_done == 1 and again.shards_skipped == len(read_manifest(data).shards) - 1
     assert os.path.exists(first)
     c = load_embeddings(distributed)
     np.testing.assert_allclose(c.arrays["f2_seg"], b.arrays["f2_seg"], rtol=1e-4, atol=1e-5)
+
+
+def test_the_embed_command_line_stands_for_exactly_its_config():
+    """`weaksound embed` is a thin parser: the config it builds renders back to the same command."""
+    import shlex
+
+    from inference import embed_cli
+
+    for cfg in (EmbedConfig("runs/r 1/model", "s3://b/esc50", "emb/esc50"),
+                EmbedConfig("m", "d", "o", split="eval", batch_seconds=12.5, actors=3, executor="local",
+                            address="10.0.0.1:6379", progress=False, metrics_port=9101, metrics_linger_s=0.0)):
+        argv = shlex.split(cfg.command())
+        assert argv[:2] == ["weaksound", "embed"]
+        assert embed_cli.config_from_args(embed_cli.build_parser().parse_args(argv[2:])) == cfg
+    for action in embed_cli.build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in action.help or "required" in action.help, action.dest

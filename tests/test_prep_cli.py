@@ -84,3 +84,44 @@ def test_every_prep_option_documents_its_default():
                 continue
             assert action.help and ("default" in action.help or "%(default)" in action.help
                                     or sub.formatter_class.__name__.startswith("ArgumentDefaults")), action.dest
+
+
+def _every_source_spec():
+    from data_prep.sources import SOURCES
+
+    return [SOURCES["synthetic"](), SOURCES["synthetic"](task="events", num_clips=40, seed=7),
+            SOURCES["esc50"](root="ESC-50 master"), SOURCES["dcase2016"](root="tut"),
+            SOURCES["audioset"](root="csvs", split="eval"),
+            SOURCES["audioset"](root="csvs", split="balanced_train", audio="clips"),
+            SOURCES["folder"](root="mine", csv="labels.csv")]
+
+
+def test_the_rendered_command_parses_back_to_the_same_config():
+    """A prep run built in code (the demo) prints a command that repeats exactly that run."""
+    import shlex
+
+    from data_prep import audio
+    from data_prep.job import PrepConfig
+    from data_prep.shards import ShardConfig
+
+    shard = ShardConfig(sample_rate=16000, max_clips_per_shard=100, max_shard_bytes=3 * 2**19,
+                        limits=audio.ValidationLimits(min_duration_s=0.5, min_sample_rate=4000, max_duration_s=0))
+    for source in _every_source_spec():
+        for cfg in (PrepConfig(source, out="s3://b/out dir"),
+                    PrepConfig(source, out="data/x", shard=shard, executor="local", address="10.0.0.1:6379",
+                               max_in_flight=3, progress=False, metrics_port=9100, metrics_linger_s=0.0)):
+            argv = shlex.split(cfg.command())
+            assert argv[:3] == ["weaksound", "prep", source.name]
+            assert cli.config_from_args(cli.build_parser().parse_args(argv[2:])) == cfg
+
+
+def test_every_registered_source_has_a_prep_sub_command_and_back():
+    from dataclasses import fields
+
+    from data_prep.sources import SOURCES
+
+    subcommands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert set(subcommands) == set(SOURCES)
+    for name, spec in SOURCES.items():
+        dests = {a.dest for a in subcommands[name]._actions}
+        assert {f.name for f in fields(spec)} <= dests, name

@@ -57,3 +57,22 @@ def test_missing_csv_or_header_raises_a_clear_error(tmp_path):
     (tmp_path / "l.csv").write_text("file,tags\na.wav,dog\n")
     with pytest.raises(ValueError, match="'path' and 'labels'"):
         load_folder(tmp_path, "l.csv")
+
+
+@pytest.mark.parametrize("bad_id", ["x\x00y", "\x00"])
+def test_a_nul_in_the_id_column_rejects_that_row_only(tmp_path, bad_id):
+    write_wav(tmp_path / "a.wav", sine(440, 0.3))
+    write_wav(tmp_path / "b.wav", sine(330, 0.3))
+    (tmp_path / "l.csv").write_text(f"clip_id,path,labels\n{bad_id},a.wav,dog\nok,b.wav,cat\n")
+    listing = load_folder(tmp_path, "l.csv")
+    assert [r.clip_id for r in listing.records] == ["ok"]
+    assert [(r.reason, r.path) for r in listing.rejects] == [("bad_csv_row", str(tmp_path / "l.csv"))]
+    assert "line 2" in listing.rejects[0].detail and "NUL" in listing.rejects[0].detail
+
+
+def test_a_nul_in_a_path_used_as_the_id_rejects_that_row_only(tmp_path):
+    write_wav(tmp_path / "b.wav", sine(330, 0.3))
+    (tmp_path / "l.csv").write_text("path,labels\na\x00.wav,dog\nb.wav,cat\n")
+    listing = load_folder(tmp_path, "l.csv")
+    assert [r.clip_id for r in listing.records] == ["b.wav"]
+    assert [r.reason for r in listing.rejects] == ["bad_csv_row"]

@@ -12,7 +12,8 @@ import torch
 from trainer.config import preset
 from trainer.export import export_model, load_exported
 from trainer.model import WeakLabelCNN
-from inference import tag
+from inference import tag, tag_cli
+from inference.config import TagConfig
 
 
 def _model(tmp_path):
@@ -43,10 +44,34 @@ def test_a_sub_second_clip_is_tagged_and_outputs_are_written(tmp_path):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"not audio")
     out = tmp_path / "tags"
-    assert tag.main(["--model", model_url, "--out", str(out), "--threshold", "0.0", str(short), str(broken)]) == 0
+    assert tag_cli.main(["--model", model_url, "--out", str(out), "--threshold", "0.0", str(short), str(broken)]) == 0
     top = json.loads((out / "short.tags.json").read_text())["top"]
     assert len(top) == 3 and all(0.0 <= t["score"] <= 1.0 for t in top)
     rows = list(csv.DictReader((out / "short.timeline.csv").open()))
     assert {r["label"] for r in rows} == {"Tone", "Noise", "Click"}  # threshold 0: every class fires
     assert (out / "short.timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out / "broken.tags.json").exists()
+
+
+def test_the_tag_command_line_stands_for_exactly_its_config():
+    import shlex
+
+    for cfg in (TagConfig("model dir", ("a.wav",)),
+                TagConfig("m", ("-odd.wav", "s3://b/c d.flac"), top_k=2, threshold=0.25, chunk_seconds=7.5,
+                          out="tags")):
+        argv = shlex.split(cfg.command())
+        assert argv[:2] == ["weaksound", "tag"]
+        assert tag_cli.config_from_args(tag_cli.build_parser().parse_args(argv[2:])) == cfg
+    for action in tag_cli.build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert "default" in action.help or "required" in action.help, action.dest
+
+
+def test_run_tag_reports_unreadable_files_by_name_and_tags_the_rest(tmp_path):
+    model_url = _model(tmp_path)
+    good = tmp_path / "good.wav"
+    sf.write(good, (0.3 * np.sin(np.arange(32000) / 7)).astype(np.float32), 16000)
+    summary = tag.run_tag(TagConfig(model_url, (str(good), str(tmp_path / "missing.wav")), top_k=2))
+    assert [r.path for r, written in summary.tagged] == [str(good)]
+    assert summary.tagged[0][1] == {}  # no --out: nothing written
+    assert [p for p, _ in summary.skipped] == [str(tmp_path / "missing.wav")]

@@ -20,7 +20,7 @@ from transfer_fixtures import CLASSES, N_FOLDS, build_source, build_target, leak
 
 from runtime import storage
 from trainer.metrics import clip_metrics
-from transfer.cli import build_parser, main
+from transfer.cli import build_parser, config_from_args, main
 from inference.embed import load_embeddings
 from transfer.experiments import super_categories
 
@@ -69,7 +69,10 @@ def test_events_task_on_ray_writes_the_paper_table_with_the_baseline_and_plots(t
     assert (out / "results.csv").read_text().count("\n") == 1 + 10  # header + 9 sets + baseline
 
     doc = json.loads((out / "results.json").read_text())
-    assert doc["argv"] == ["weaksound", "transfer", *argv]
+    # the recorded command is the config's rendering: it reproduces this very run
+    assert doc["argv"][:3] == ["weaksound", "transfer", "events"]
+    parse = build_parser().parse_args
+    assert config_from_args(parse(doc["argv"][2:])) == config_from_args(parse(argv))
     detail = doc["details"]["events: tiny-events (transductive): N_S, F1, max()"]
     assert len(detail["predictions"]) == 3 * 4 * N_FOLDS and min(detail["predictions"]) >= 0
     assert _is_png(out / "events_confusion.png") and _is_png(out / "events_per_class_accuracy.png")
@@ -208,3 +211,31 @@ def test_help_of_every_option_states_its_default():
     for action in parser._actions:
         if action.option_strings and action.dest != "help":
             assert "default" in (action.help or ""), action.option_strings
+
+
+def test_the_rendered_command_parses_back_to_the_same_config():
+    """The demo runs `run_transfer(config)` and records `config.command()`: that command repeats the run."""
+    import shlex
+
+    from transfer.experiments import Protocol
+    from transfer.job import AdaptOptions, SemanticOptions, TransferConfig
+
+    custom = dict(protocol=Protocol(c_grid=(0.01, 1.0, 123.456789), inner_folds=2, seed=4,
+                                    feature_sets=("F1 max", "F2 avg"), baseline=False, n_mfcc=13, mfcc_deltas=2,
+                                    executor="local", max_in_flight=5, progress=False),
+                  adapt=AdaptOptions(variants=("I", "III"), epochs=2, folds=(1, 3), workers=2, use_gpu="no",
+                                     lr=0.01, finetune_lr_scale=0.0, batch_clips=4, crop_seconds=0.0, loss="ce",
+                                     extra_channels=64, iii_base="II", train_storage="s3://b/train"),
+                  semantic=SemanticOptions(tsne_features="F2 max", top_k=3, perplexity=5.0,
+                                           super_categories="groups.json"),
+                  address="10.0.0.1:6379", task_name="scenes")
+    configs = [TransferConfig("events", "results dir", embeddings="s3://b/emb"),
+               TransferConfig("adapt", "r", embeddings="e", **custom),
+               TransferConfig("all", "r", events="a", scenes="b", audioset="c"),
+               TransferConfig("all", "r", events="a", adapt_in_all=True),
+               TransferConfig("all", "r", embeddings="e", adapt_in_all=True, **custom)]
+    parser = build_parser()
+    for cfg in configs:
+        argv = shlex.split(cfg.command())
+        assert argv[:3] == ["weaksound", "transfer", cfg.task]
+        assert config_from_args(parser.parse_args(argv[2:])) == cfg, argv

@@ -23,6 +23,7 @@ from data_prep.shards import ShardConfig
 from trainer.config import preset
 from trainer.export import export_model
 from trainer.model import WeakLabelCNN
+from inference.config import EmbedConfig
 from inference.embed import load_arrays, load_embeddings, run_embed, save_arrays
 
 RATE = 16000
@@ -82,7 +83,7 @@ def build_target(root: Path) -> dict[str, str]:
     run_prep(make_target_listing(root / "audio"), data, ShardConfig(sample_rate=RATE, max_clips_per_shard=12),
              executor="local", progress=False)
     model = make_source_model(str(root / "model"))
-    run_embed(model, data, emb, executor="local", progress=False)
+    run_embed(EmbedConfig(model, data, emb, executor="local", progress=False))
     return {"data": data, "model": model, "embeddings": emb}
 
 
@@ -103,7 +104,7 @@ def build_source(root: Path, model: str) -> str:
     data, emb = str(root / "source_data"), str(root / "source_emb")
     run_prep(SourceListing("tiny-source", vocab, records, []), data,
              ShardConfig(sample_rate=RATE, max_clips_per_shard=12), executor="local", progress=False)
-    run_embed(model, data, emb, executor="local", progress=False)
+    run_embed(EmbedConfig(model, data, emb, executor="local", progress=False))
     return emb
 
 

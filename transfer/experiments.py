@@ -1,4 +1,4 @@
-"""The paper's transfer experiments over stored embeddings (sections 3-4 of shared/paper.md).
+"""The paper's transfer experiments over stored embeddings (arXiv 1711.01369, sections 3-4).
 
 - ``Target.load``: an embeddings folder as a single-label target task with official folds; the
   fold-isolation rule is checked here, before anything runs.
@@ -10,7 +10,7 @@
   source (multi-label) dataset itself.
 
 Each function returns plain data (rows, markdown sections, JSON-ready dicts) and writes its
-PNGs into a local folder; ``transfer.cli`` assembles the results folder.
+PNGs into a local folder; ``transfer.job.run_transfer`` assembles the results folder.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Sources: dataset layouts -> ``SourceListing`` (clip records + vocabulary + rejects).
 
-Each module exposes ``load_<name>(...) -> SourceListing``. Sources only read metadata (CSV/TXT)
+Each module exposes ``load_<name>(...) -> SourceListing``; ``SOURCES`` (``registry.py``) maps each
+``weaksound prep`` source name to its typed spec, the one dispatch table of the prep job. Sources only read metadata (CSV/TXT)
 and check that audio files exist; decoding and waveform validation happen later in the shard
 tasks. A bad row never stops a source: it becomes a ``Reject`` with the file, a reason from
 ``REJECT_REASONS`` and a detail naming the line. Only a missing layout (no metadata file at all)
@@ -180,10 +181,9 @@ from data_prep.sources.esc50 import load_esc50  # noqa: E402
 from data_prep.sources.folder import load_folder  # noqa: E402
 from data_prep.sources.synthetic import SYNTHETIC_TASKS, load_synthetic, render_synthetic  # noqa: E402
 
-SOURCES = {"audioset": load_audioset, "esc50": load_esc50, "dcase2016": load_dcase2016,
-           "folder": load_folder, "synthetic": load_synthetic}
+from data_prep.sources.registry import SOURCES, SourceSpec  # noqa: E402  (the one registry)
 
 __all__ = ["AUDIO_EXTENSIONS", "SOURCES", "SYNTHETIC_TASKS", "ListingBuilder", "index_audio_files",
-           "iter_csv_lines", "label_display_name", "load_audioset", "load_dcase2016", "load_esc50",
+           "SourceSpec", "iter_csv_lines", "label_display_name", "load_audioset", "load_dcase2016", "load_esc50",
            "load_folder", "load_synthetic", "read_vocab_file", "render_synthetic",
            "audioset", "dcase2016", "esc50", "folder", "synthetic"]

@@ -13,8 +13,8 @@ Optional columns: ``split`` (default ``"train"``), ``fold``, ``source_id`` and `
 the path as written). The vocabulary is the sorted set of labels, or the given vocabulary file
 (see ``read_vocab_file``), in which case other labels become ``unknown_label`` rejects.
 
-Per-row problems become rejects: ``bad_csv_row`` (too few fields, empty path, no labels, bad
-split/fold), ``duplicate_id``, ``unknown_label``, ``missing_audio``.
+Per-row problems become rejects: ``bad_csv_row`` (too few fields, empty path, a NUL or line break
+in the id, no labels, bad split/fold), ``duplicate_id``, ``unknown_label``, ``missing_audio``.
 """
 from __future__ import annotations
 
@@ -93,6 +93,8 @@ def load_folder(root: str | os.PathLike, csv_path: str | os.PathLike, *,
                 raise ValueError(f"expected {len(header)} fields, got {len(fields)}")
             if not rel:
                 raise ValueError("empty path")
+            if any(c in clip_id for c in "\0\r\n"):  # ClipRecord refuses such an id (it becomes a shard key)
+                raise ValueError(f"clip id {clip_id!r} contains a NUL or line break")
             label_text = ",".join(fields[col["labels"]:]) if labels_last else fields[col["labels"]]
             labels = split_labels(label_text)
             if not labels:

@@ -1,0 +1,148 @@
+"""The prep stage as a typed run: ``run_prep_job(PrepConfig) -> PrepJobSummary``.
+
+``weaksound prep`` (data_prep/cli.py) parses its options into a ``PrepConfig``; the demo builds one
+in code. Either way ``PrepConfig.command()`` renders the equivalent command line, so a run started
+from code can be repeated from the shell.
+
+Example:
+    >>> from data_prep.sources import SOURCES
+    >>> cfg = PrepConfig(SOURCES["esc50"](root="ESC-50-master"), out="s3://b/esc50",
+    ...                  shard=ShardConfig(sample_rate=16000))
+    >>> cfg.command()
+    'weaksound prep esc50 --root ESC-50-master --out s3://b/esc50 --sample-rate 16000'
+"""
+from __future__ import annotations
+
+import contextlib
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from data_prep import audio
+from data_prep.pipeline import PrepSummary, run_prep
+from data_prep.prep_metrics import PREP_METRICS
+from data_prep.shards import ShardConfig
+from data_prep.sources.registry import SourceSpec
+from runtime.telemetry import MetricTable, Telemetry
+
+__all__ = ["PrepConfig", "PrepJobSummary", "changed_options", "job_telemetry", "run_prep_job"]
+
+EXECUTORS = ("ray", "local")
+
+
+def changed_options(options) -> list[str]:
+    """``[flag, str(value), ...]`` for every ``(flag, value, default)`` whose value is not the default:
+    how a config renders the options of its command line (every stage's CLI uses the same rule).
+
+    >>> changed_options([("--seed", 3, 0), ("--split", "all", "all")])
+    ['--seed', '3']
+    """
+    return [a for flag, value, default in options if value != default for a in (flag, str(value))]
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Everything one `weaksound prep` run needs.
+
+    Attributes:
+        source: which layout and its options (a ``data_prep.sources.SOURCES`` spec).
+        out: output URL, a local folder or ``s3://bucket/prefix``.
+        shard: sample rate, shard sizes and input validation limits.
+        executor: ``"ray"`` (one Ray task per shard) or ``"local"`` (this process).
+        address: Ray cluster to join; None = ``$RAY_ADDRESS``, else a local Ray.
+        max_in_flight: shard tasks submitted at once; 0 = twice the cluster's CPUs.
+        progress: show a progress bar.
+        metrics_port: serve Prometheus metrics on 127.0.0.1:PORT; 0 = through Ray's exporter.
+        metrics_linger_s: with ``metrics_port``, keep serving this long after the job (two scrapes
+            at the 5 s interval of cluster/prometheus/prometheus.yml).
+    """
+
+    source: SourceSpec
+    out: str
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    executor: str = "ray"
+    address: str | None = None
+    max_in_flight: int = 0
+    progress: bool = True
+    metrics_port: int = 0
+    metrics_linger_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if not self.out:
+            raise ValueError("out must be a folder or s3:// URL")
+
+    def argv(self) -> list[str]:
+        """The `weaksound prep` arguments of this config (options at their default are left out)."""
+        d, lim, default_lim = PrepConfig(self.source, self.out), self.shard.limits, audio.ValidationLimits()
+        if (lim.max_sample_rate, lim.max_channels) != (default_lim.max_sample_rate, default_lim.max_channels):
+            raise ValueError("max_sample_rate and max_channels have no `weaksound prep` option")
+        options = [
+            ("--sample-rate", self.shard.sample_rate, d.shard.sample_rate),
+            ("--clips-per-shard", self.shard.max_clips_per_shard, d.shard.max_clips_per_shard),
+            ("--max-shard-mb", self.shard.max_shard_bytes / 2**20, d.shard.max_shard_bytes / 2**20),
+            ("--min-duration", lim.min_duration_s, default_lim.min_duration_s),
+            ("--min-input-rate", lim.min_sample_rate, default_lim.min_sample_rate),
+            ("--max-duration", lim.max_duration_s, default_lim.max_duration_s),
+            ("--address", self.address, d.address),
+            ("--executor", self.executor, d.executor),
+            ("--max-in-flight", self.max_in_flight, d.max_in_flight),
+            ("--metrics-port", self.metrics_port, d.metrics_port),
+            ("--metrics-linger", self.metrics_linger_s, d.metrics_linger_s),
+        ]
+        argv = ["prep", *self.source.argv(), "--out", self.out]
+        return argv + changed_options(options) + ([] if self.progress else ["--no-progress"])
+
+    def command(self) -> str:
+        return shlex.join(["weaksound", *self.argv()])
+
+
+@dataclass
+class PrepJobSummary:
+    """One ``PrepSummary`` per dataset written (the synthetic source writes three)."""
+
+    datasets: list[PrepSummary]
+
+    @property
+    def clips_written(self) -> int:
+        return sum(s.clips_written for s in self.datasets)
+
+
+@contextlib.contextmanager
+def job_telemetry(table: MetricTable, *, run: str, executor: str, address: str | None, metrics_port: int,
+                  linger_s: float) -> Iterator[Telemetry]:
+    """The metrics of one job process: served on 127.0.0.1:``metrics_port`` by prometheus_client when
+    given, else through Ray's per-node exporter (joining or starting Ray), else none (local executor).
+    On success the server lingers ``linger_s`` so that Prometheus scrapes the final values; after a
+    failure or Ctrl-C it stops at once."""
+    if metrics_port:  # a process outside Ray's exporter: serve our own /metrics
+        telemetry = Telemetry("prometheus", table, run=run)
+        telemetry.serve(metrics_port)
+    else:
+        if executor == "ray":
+            from runtime.ray_cluster import ensure_ray
+
+            ensure_ray(address)
+        telemetry = Telemetry("ray" if executor == "ray" else "none", table, run=run)
+    try:
+        yield telemetry
+        telemetry.close(linger_s=linger_s)  # no-op unless metrics_port serves
+    finally:
+        telemetry.close()
+
+
+def run_prep_job(cfg: PrepConfig, *, on_dataset: Callable[[PrepSummary], None] | None = None) -> PrepJobSummary:
+    """List the source, then write shards, rejects and manifest of every dataset it yields;
+    ``on_dataset`` sees each dataset's summary as soon as it is written."""
+    run_name = cfg.out.rstrip("/").rsplit("/", 1)[-1]
+    summaries = []
+    with job_telemetry(PREP_METRICS, run=run_name, executor=cfg.executor, address=cfg.address,
+                       metrics_port=cfg.metrics_port, linger_s=cfg.metrics_linger_s) as telemetry:
+        for listing, out in cfg.source.listings(cfg.out):
+            summaries.append(run_prep(listing, out, cfg.shard, executor=cfg.executor, address=cfg.address,
+                                      max_in_flight=cfg.max_in_flight, progress=cfg.progress,
+                                      telemetry=telemetry))
+            if on_dataset is not None:
+                on_dataset(summaries[-1])
+    return PrepJobSummary(summaries)
