@@ -28,6 +28,7 @@ from data_prep.sources.synthetic import load_synthetic  # noqa: E402
 from trainer.config import preset  # noqa: E402
 from trainer.export import export_model  # noqa: E402
 from trainer.model import WeakLabelCNN  # noqa: E402
+from inference.config import EmbedConfig  # noqa: E402
 from inference.embed import ShardEmbedder, _batches, run_embed  # noqa: E402
 
 
@@ -35,7 +36,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu-small", help="model preset (default: %(default)s)")
     p.add_argument("--clips", type=int, default=240, help="synthetic 5 s event clips (default: %(default)s)")
-    p.add_argument("--batch-seconds", type=float, default=60.0, help="padded seconds per batch (default: %(default)s)")
+    p.add_argument("--batch-seconds", type=float, default=EmbedConfig.batch_seconds, help="padded seconds per batch (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats, best kept (default: %(default)s)")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -83,7 +84,7 @@ def main() -> None:
             c, d = max(c, ceiling()), max(d, data_path(r))
         # Ray actor pool over every core: wall clock (with Ray and actor start-up) and busy throughput
         cores = os.cpu_count() or 1
-        ray_run = run_embed(model_url, data, os.path.join(tmp, "ray"), progress=False)
+        ray_run = run_embed(EmbedConfig(model_url, data, os.path.join(tmp, "ray"), progress=False))
         ray_rate = ray_run.clips / (ray_run.busy_s / min(cores, len(manifest.shards)))
     per_clip_audio = audio_s / len(samples)
     print(f"preset {args.preset}, {len(samples)} clips of {per_clip_audio:.1f} s at {rate} Hz, one torch thread per core")

@@ -41,6 +41,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="inputs sampled below this rate (Hz) are rejected as bad_sample_rate (default: %(default)s)")
     p.add_argument("--max-duration", type=float, default=lim.max_duration_s,
                    help="truncate longer clips to this many seconds, counted in the summary; 0 keeps all (default: %(default)s)")
+    p.add_argument("--max-input-rate", type=int, default=lim.max_sample_rate,
+                   help="inputs whose header states a higher rate (Hz) are rejected as bad_sample_rate before "
+                        "any decoding, bounding memory (default: %(default)s)")
+    p.add_argument("--max-channels", type=int, default=lim.max_channels,
+                   help="inputs with more channels are rejected before any decoding, bounding memory "
+                        "(default: %(default)s)")
     p.add_argument("--address", default=job.address,
                    help="Ray cluster address to join (default: $RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--executor", choices=("ray", "local"), default=job.executor,
@@ -105,7 +111,8 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
         sample_rate=args.sample_rate, max_clips_per_shard=args.clips_per_shard,
         max_shard_bytes=int(args.max_shard_mb * 2**20),
         limits=audio.ValidationLimits(min_duration_s=args.min_duration, min_sample_rate=args.min_input_rate,
-                                      max_duration_s=args.max_duration))
+                                      max_duration_s=args.max_duration, max_sample_rate=args.max_input_rate,
+                                      max_channels=args.max_channels))
     return PrepConfig(source=spec(**{f.name: getattr(args, f.name) for f in fields(spec)}), out=args.out,
                       shard=shard, executor=args.executor, address=args.address, max_in_flight=args.max_in_flight,
                       progress=not args.no_progress, metrics_port=args.metrics_port,

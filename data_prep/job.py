@@ -76,8 +76,6 @@ class PrepConfig:
     def argv(self) -> list[str]:
         """The `weaksound prep` arguments of this config (options at their default are left out)."""
         d, lim, default_lim = PrepConfig(self.source, self.out), self.shard.limits, audio.ValidationLimits()
-        if (lim.max_sample_rate, lim.max_channels) != (default_lim.max_sample_rate, default_lim.max_channels):
-            raise ValueError("max_sample_rate and max_channels have no `weaksound prep` option")
         options = [
             ("--sample-rate", self.shard.sample_rate, d.shard.sample_rate),
             ("--clips-per-shard", self.shard.max_clips_per_shard, d.shard.max_clips_per_shard),
@@ -85,6 +83,8 @@ class PrepConfig:
             ("--min-duration", lim.min_duration_s, default_lim.min_duration_s),
             ("--min-input-rate", lim.min_sample_rate, default_lim.min_sample_rate),
             ("--max-duration", lim.max_duration_s, default_lim.max_duration_s),
+            ("--max-input-rate", lim.max_sample_rate, default_lim.max_sample_rate),
+            ("--max-channels", lim.max_channels, default_lim.max_channels),
             ("--address", self.address, d.address),
             ("--executor", self.executor, d.executor),
             ("--max-in-flight", self.max_in_flight, d.max_in_flight),
