@@ -72,3 +72,24 @@ def test_invalid_values_raise_with_the_offending_value():
 def test_unknown_preset_lists_the_available_ones():
     with pytest.raises(KeyError, match="cpu-small"):
         preset("huge")
+
+
+def test_cli_flags_for_the_loss_target_and_fine_tuning_reach_the_config(tmp_path):
+    from trainer.main import build_parser, resolve_config
+
+    args = build_parser().parse_args(["--data", "d", "--loss-target", "slat", "--init-from", "models/ns",
+                                      "--freeze-blocks", "3", "--preset", "cpu-small"])
+    cfg = resolve_config(args)
+    assert (cfg.loss_target, cfg.freeze_blocks) == ("slat", 3)
+    assert cfg.init_from.endswith("/models/ns") and cfg.init_from.startswith("/")  # absolute for the workers
+    defaults = resolve_config(build_parser().parse_args(["--data", "d"]))
+    assert (defaults.loss_target, defaults.init_from, defaults.freeze_blocks) == ("weak", "", 0)
+    assert TrainConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+def test_old_configs_without_the_new_fields_still_load():
+    d = dataclasses.asdict(preset("cpu-small"))
+    for key in ("loss_target", "init_from", "freeze_blocks"):
+        d.pop(key)
+    d["model"].pop("f2_hidden")
+    assert TrainConfig.from_dict(d) == preset("cpu-small")

@@ -12,7 +12,7 @@ def _n_params(m):
 
 def test_paper_network_has_the_papers_parameter_count():
     m = WeakLabelCNN(ModelConfig(num_classes=527), n_mels=128)
-    assert _n_params(m) == 5_002_047  # shared/paper.md section 2.5
+    assert _n_params(m) == 5_002_047  # arXiv 1711.01369, section 2
     assert _n_params(m) - _n_params(m.f2) == 4_461_872  # without F2
 
 

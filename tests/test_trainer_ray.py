@@ -5,6 +5,7 @@ marked slow. RAY_TRAIN_HEALTH_CHECK_INTERVAL_S is lowered so per-epoch reports a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from runtime import storage
 from test_trainer_data import make_tone_dataset
@@ -68,7 +70,10 @@ def test_two_workers_learn_write_checkpoints_eval_metrics_and_an_export(tones, t
 
 
 def test_rerunning_the_same_name_on_s3_resumes_instead_of_starting_over(tmp_path, s3_bucket, ray_local):
-    data = make_tone_dataset(tmp_path / "wav", f"{s3_bucket}/tones", n_train=40, n_eval=12, clips_per_shard=10)
+    # clips of >= 2 segments: a one-clip batch of a one-segment clip cannot train (BatchNorm in F1
+    # sees a single value per channel), and the epoch planner may emit one-clip batches
+    data = make_tone_dataset(tmp_path / "wav", f"{s3_bucket}/tones", n_train=40, n_eval=12, clips_per_shard=10,
+                             durations=(1.6, 2.2, 2.8, 3.0))
     out = f"{s3_bucket}/runs"
     assert main(_args(data, out, "again", "--epochs", "1", "--steps-per-epoch", "4")) == 0
     assert main(_args(data, out, "again", "--epochs", "2", "--steps-per-epoch", "4")) == 0
@@ -142,7 +147,7 @@ def _kill_processes_mentioning(*markers: str) -> None:
 
 
 def test_ray_job_submit_runs_the_trainer_against_a_head_started_here(tones, tmp_path):
-    from tests.conftest import free_port
+    from conftest import free_port  # tests/ is on sys.path (conftest.py puts it there)
 
     ray_bin = str(Path(sys.executable).parent / "ray")
     port, dash, client, agent, metrics = (free_port() for _ in range(5))
@@ -168,3 +173,50 @@ def test_ray_job_submit_runs_the_trainer_against_a_head_started_here(tones, tmp_
     finally:
         _kill_processes_mentioning(temp, f":{port} ", f":{port}\n", f"--address=127.0.0.1:{port}")
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _new_vocabulary_dataset(root: Path) -> str:
+    """3 classes the source model never saw (a low tone, a chirp, noise bursts), train + eval splits."""
+    import numpy as np
+    import soundfile as sf
+
+    from data_prep.pipeline import run_prep
+    from data_prep.records import ClipRecord, LabelVocab, SourceListing
+    from data_prep.shards import ShardConfig
+    from transfer_fixtures import CLASSES, RATE, _render
+
+    rng = np.random.default_rng(0)
+    (root / "audio").mkdir(parents=True)
+    records = []
+    for i in range(24):
+        cls = i % 3
+        path = root / "audio" / f"c{i}.wav"
+        sf.write(path, _render(cls, rng), RATE)
+        records.append(ClipRecord(f"c{i}", str(path), (CLASSES[cls][0],), "train" if i < 18 else "eval"))
+    vocab = LabelVocab(ids=tuple(c for c, _ in CLASSES), names=tuple(n for _, n in CLASSES))
+    data = str(root / "shards")
+    run_prep(SourceListing("new-vocab", vocab, records, []), data, ShardConfig(sample_rate=RATE, max_clips_per_shard=8),
+             executor="local", progress=False)
+    return data
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_an_exported_model_learns_a_new_vocabulary_with_frozen_lower_blocks(tmp_path, ray_local):
+    from transfer_fixtures import CLASSES, make_source_model
+
+    source = load_exported(make_source_model(str(tmp_path / "source"), num_classes=4))
+    data = _new_vocabulary_dataset(tmp_path / "new")
+    out = str(tmp_path / "runs")
+    assert main(_args(data, out, "tuned", "--epochs", "2", "--steps-per-epoch", "3",
+                      "--init-from", str(tmp_path / "source"), "--freeze-blocks", "2")) == 0
+    tuned = load_exported(f"{out}/tuned/model")
+    assert [v["id"] for v in tuned.vocabulary] == [c for c, _ in CLASSES]
+    assert tuned.architecture == dataclasses.replace(source.architecture, num_classes=3)
+    before, after = source.model.state_dict(), tuned.model.state_dict()
+    frozen = [k for k in before if k.startswith(("blocks.0.", "blocks.1."))]
+    trained = [k for k in before if k.startswith(("blocks.2.", "f1.")) and k.endswith("weight")]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # weights and BN statistics
+    assert trained and not any(torch.equal(before[k], after[k]) for k in trained)
+    assert after["f2.weight"].shape[0] == 3
+    epochs = _metrics(f"{out}/tuned")["epochs"]
+    assert [e["step"] for e in epochs] == [3, 6] and _metrics(f"{out}/tuned")["config"]["freeze_blocks"] == 2

@@ -1,12 +1,13 @@
-"""Network adaptation N_T^I / N_T^II / N_T^III (transfer/adapt.py).
+"""Network adaptation N_T^I / N_T^II / N_T^III (transfer/adapt.py, adapt_network.py, adapt_train.py).
 
 Invariants:
 - every variant has a new output layer with one filter per target class and leaves F1 as N_S
   computed it (before training); II adds a layer; III freezes the conv blocks, BatchNorm included;
 - a fit trains on the clips of the training folds only: the test fold is never read into
   training, and a test-fold clip handed to training is an error;
-- `weaksound transfer adapt` trains with Ray Train per test fold, stores safetensors weights and
-  the clip ids each fit trained on, and scores re-extracted F1/F2 in the paper's grid.
+- `weaksound transfer adapt` trains with Ray Train per test fold, exports each adapted network like
+  N_S (model.safetensors + config.json with the target's vocabulary) beside the clip ids the fit
+  trained on, and scores re-extracted F1/F2 in the paper's grid.
 """
 from __future__ import annotations
 
@@ -22,17 +23,11 @@ from transfer_fixtures import CLASSES, N_FOLDS, build_target
 
 from data_prep.manifest import read_manifest
 from trainer.export import load_exported
-from transfer.adapt import (
-    _adapted_model,
-    build_adapted,
-    clip_loss,
-    load_training_clips,
-    merge_fold_results,
-    param_groups,
-    set_train_mode,
-    variant_spec,
-    AdaptConfig,
-)
+from trainer.finetune import param_groups, train_mode
+from trainer.losses import per_clip_loss
+from transfer.adapt import build_adapted, load_training_clips, merge_fold_results, variant_spec
+from transfer.adapt_network import frozen_block_count
+from transfer.adapt_train import clip_batch
 from transfer.cli import main
 from inference.embed import load_embeddings
 from transfer.svm import TransferData, combine_units, evaluate_feature_sets, plan_units, run_unit
@@ -75,10 +70,10 @@ def test_n_t_iii_freezes_the_conv_blocks_and_their_batchnorm_statistics(tiny):
     model = build_adapted(base, spec, num_classes=3)
     assert not any(p.requires_grad for p in model.blocks.parameters())
     assert all(p.requires_grad for p in model.f1.parameters()) and all(p.requires_grad for p in model.f2.parameters())
-    set_train_mode(model, spec)
+    train_mode(model, frozen_block_count(model, spec))
     assert not any(m.training for m in model.blocks.modules()) and model.f1.training
     frozen = {id(p) for p in model.blocks.parameters()}
-    groups = param_groups(model, AdaptConfig(lr=1e-3, finetune_lr_scale=0.1))
+    groups = param_groups(model, 1e-3, 0.1)
     assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
     assert not frozen & {id(p) for g in groups for p in g["params"]}
     assert variant_spec("III", iii_base="II").extra_layer
@@ -112,13 +107,23 @@ def test_bce_scores_the_pooled_clip_output_and_ce_the_pooled_logits(tiny):
     model = build_adapted(base, variant_spec("II"), num_classes=3).train()
     x, y = torch.randn(4, 1, 128, base.n_mels), torch.tensor([0, 1, 2, 1])
     out = model(x)
-    bce = clip_loss(model, out, y, "bce", "avg")
-    torch.testing.assert_close(bce, F.binary_cross_entropy(out.clip, F.one_hot(y, 3).float()))
-    ce = clip_loss(model, out, y, "ce", "avg")
+    onehot = F.one_hot(y, 3).float()
+    bce = per_clip_loss("weak", out, onehot).mean()  # AdaptConfig.loss "bce"
+    torch.testing.assert_close(bce, F.binary_cross_entropy(out.clip, onehot))
+    ce = per_clip_loss("ce", out, onehot).mean()
     logits = torch.logit(out.segments.double(), eps=0).mean(dim=1)  # sigmoid^-1 of F2, averaged over segments
     torch.testing.assert_close(ce.double(), F.cross_entropy(logits, y), rtol=1e-4, atol=1e-4)
     ce.backward()
     assert model.f2[2].weight.grad is not None and model.blocks[0].convs[0][0].weight.grad is not None
+
+
+def test_a_training_batch_crops_long_clips_and_carries_one_hot_targets():
+    pcm = [np.full(100, 16384, np.int16), np.arange(40, dtype=np.int16)]
+    clips = [("a", pcm[0], 2), ("b", pcm[1], 0)]
+    batch = clip_batch(clips, [0, 1], np.random.default_rng(0), crop=60, num_classes=3)
+    assert batch["lengths"].tolist() == [60, 40] and batch["waveform"].shape == (2, 60)
+    assert torch.all(batch["waveform"][0] == 0.5) and torch.all(batch["waveform"][1, 40:] == 0)
+    assert batch["targets"].tolist() == [[0, 0, 1], [1, 0, 0]]
 
 
 def test_single_fold_results_merge_into_one_row_per_feature_set():
@@ -150,9 +155,10 @@ def test_adapt_trains_with_ray_train_on_the_training_folds_only(tiny, tmp_path, 
     assert not set(meta["train_clip_ids"]) & set(by_fold[2])  # the test fold is never seen
     weights = load_file(str(out / "adapted/events/N_T-I/fold2/model.safetensors"))
     assert weights["f2.weight"].shape[0] == len(CLASSES)
-    net = _adapted_model(tiny["model"], variant_spec("I"), len(CLASSES),
-                         (out / "adapted/events/N_T-I/fold2/model.safetensors").read_bytes())
+    net = load_exported(str(out / "adapted/events/N_T-I/fold2"))  # exported like N_S
     assert net.architecture.num_classes == len(CLASSES)
+    assert [v["name"] for v in net.vocabulary] == list(load_embeddings(tiny["embeddings"]).target_names)
+    assert net.config["training"]["network"] == "N_T^I" and net.config["training"]["test_fold"] == 2
 
     doc = json.loads((out / "results.json").read_text())
     rows = {r["label"]: r for r in doc["rows"]}

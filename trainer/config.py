@@ -75,6 +75,7 @@ class ModelConfig:
     f1_channels: int = 1024  # F1: 2x2 conv, the 1024-d embedding layer
     num_classes: int = 527  # F2 outputs; the trainer sets it from the manifest vocabulary
     pooling: str = "avg"  # global segment pooling: "avg" (released model) or "max"
+    f2_hidden: int = 0  # > 0: a 1x1 conv + ReLU of this width before F2 (adapted N_T^II); 0 = N_S
 
     def __post_init__(self):
         if len(self.channels) == 0 or len(self.channels) != len(self.convs_per_block):
@@ -83,6 +84,8 @@ class ModelConfig:
         if any(c <= 0 for c in self.channels) or any(n <= 0 for n in self.convs_per_block):
             raise ValueError("channels and convs_per_block must be positive")
         _positive(self, "f1_channels", "num_classes")
+        if self.f2_hidden < 0:
+            raise ValueError(f"f2_hidden must be >= 0 (0 = no extra layer), got {self.f2_hidden}")
         if self.pooling not in ("avg", "max"):
             raise ValueError(f"pooling must be 'avg' or 'max', got {self.pooling!r}")
 
@@ -162,6 +165,11 @@ class TrainConfig:
     seed: int = 0  # base seed; ranks and loader workers derive theirs from it
     keep_last_k: int = 3  # checkpoints kept (the best by eval mAP is kept in addition)
     max_failures: int = 2  # worker-group restarts from the last checkpoint before giving up
+    loss_target: str = "weak"  # "weak": BCE on the pooled clip output (N_S); "slat": every segment
+    #                            gets the clip's labels, BCE on segment outputs (the paper's N_S^slat)
+    init_from: str = ""  # exported model (folder or s3://) to start from, with a new output layer
+    #                      for the vocabulary of --data; "" = random initialisation
+    freeze_blocks: int = 0  # with init_from: the lowest N conv blocks stay frozen (weights and BN stats)
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loader: DataConfig = field(default_factory=DataConfig)
@@ -169,6 +177,12 @@ class TrainConfig:
 
     def __post_init__(self):
         _positive(self, "epochs", "workers", "cpus_per_worker", "keep_last_k")
+        if self.loss_target not in ("weak", "slat"):
+            raise ValueError(f"loss_target must be 'weak' or 'slat', got {self.loss_target!r}")
+        if self.freeze_blocks < 0 or self.freeze_blocks > self.model.num_blocks:
+            raise ValueError(f"freeze_blocks must be in 0..{self.model.num_blocks}, got {self.freeze_blocks}")
+        if self.freeze_blocks and not self.init_from:
+            raise ValueError("freeze_blocks needs init_from: frozen random blocks would never learn")
         if self.max_failures < -1:
             raise ValueError(f"max_failures must be >= -1 (-1 = unlimited), got {self.max_failures}")
         left = self.frontend.n_mels // 2**self.model.num_blocks
@@ -249,7 +263,7 @@ def _coerce(tp, v, where: str):
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # The paper's N_S: every number from shared/paper.md section 1-2.
+    # The paper's N_S (arXiv 1711.01369, sections 1-2).
     "paper": TrainConfig(preset="paper"),
     # Same family, sized for a 2-core CPU: 16 kHz, 64 mel (5 poolings leave 2 rows for F1),
     # segments of 64 frames = 1.02 s with a 0.51 s hop; ~0.2 M parameters.

@@ -7,7 +7,7 @@ the network from the JSON alone:
 {"format": "weaksound-model/1",
  "architecture": {"type": "WeakLabelCNN", "n_mels": 128, "channels": [16, ...],
                   "convs_per_block": [2, ...], "f1_channels": 1024, "num_classes": 527,
-                  "pooling": "avg"},
+                  "pooling": "avg", "f2_hidden": 0},
  "frontend": {"sample_rate": 44100, "n_fft": 1024, "hop_length": 512, "n_mels": 128, ...},
  "pooling": "avg",
  "segment": {"frames": 128, "hop_frames": 64, "seconds": 1.4977, "hop_seconds": 0.743},
@@ -35,7 +35,8 @@ from trainer.config import FrontEndConfig, ModelConfig, _from_dict
 from trainer.frontend import LogMel
 from trainer.model import WeakLabelCNN, segment_geometry
 
-__all__ = ["export_model", "load_exported", "ExportedModel", "FORMAT", "WEIGHTS", "CONFIG"]
+__all__ = ["export_model", "load_exported", "exported_from_bytes", "read_export_config", "ExportedModel", "FORMAT",
+           "WEIGHTS", "CONFIG"]
 
 FORMAT = "weaksound-model/1"
 WEIGHTS = "model.safetensors"
@@ -90,19 +91,41 @@ def export_model(url: str, model: torch.nn.Module, *, frontend: FrontEndConfig, 
     return url
 
 
+def read_export_config(url: str) -> tuple[FrontEndConfig, ModelConfig]:
+    """The front end and architecture of the export at ``url`` (its ``config.json`` only)."""
+    doc = _read_config(url)
+    return _configs(doc, url)[:2]
+
+
 def load_exported(url: str, device: str | torch.device = "cpu") -> ExportedModel:
     """Rebuild the exported network from ``config.json`` alone and load its weights (eval mode)."""
-    doc = json.loads(storage.read_text(storage.join(url, CONFIG)))
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{url}: not a {FORMAT} export (format={doc.get('format')!r})")
-    arch = dict(doc["architecture"])
-    kind, n_mels = arch.pop("type"), arch.pop("n_mels")
-    if kind != "WeakLabelCNN":
-        raise ValueError(f"{url}: unknown architecture type {kind!r}")
-    architecture = _from_dict(ModelConfig, arch, "architecture.")
-    frontend = _from_dict(FrontEndConfig, doc["frontend"], "frontend.")
+    return exported_from_bytes(_read_config(url), storage.read_bytes(storage.join(url, WEIGHTS)), device,
+                               where=url)
+
+
+def exported_from_bytes(doc: dict, weights: bytes, device: str | torch.device = "cpu", *,
+                        where: str = "export") -> ExportedModel:
+    """The network of an export held in memory: ``doc`` (config.json) and ``weights``
+    (model.safetensors bytes), e.g. shipped to Ray tasks without shared storage."""
+    frontend, architecture, n_mels = _configs(doc, where)
     model = WeakLabelCNN(architecture, n_mels=n_mels)
-    model.load_state_dict(load_safetensors(storage.read_bytes(storage.join(url, WEIGHTS))), strict=True)
+    model.load_state_dict(load_safetensors(weights), strict=True)
     model.to(device).eval()
     return ExportedModel(model=model, frontend=frontend, architecture=architecture,
                          vocabulary=doc["vocabulary"], config=doc)
+
+
+def _read_config(url: str) -> dict:
+    return json.loads(storage.read_text(storage.join(url, CONFIG)))
+
+
+def _configs(doc: dict, where: str) -> tuple[FrontEndConfig, ModelConfig, int]:
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{where}: not a {FORMAT} export (format={doc.get('format')!r})")
+    arch = dict(doc["architecture"])
+    kind, n_mels = arch.pop("type"), arch.pop("n_mels")
+    if kind != "WeakLabelCNN":
+        raise ValueError(f"{where}: unknown architecture type {kind!r}")
+    architecture = _from_dict(ModelConfig, arch, "architecture.")
+    frontend = _from_dict(FrontEndConfig, doc["frontend"], "frontend.")
+    return frontend, architecture, n_mels

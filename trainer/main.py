@@ -29,9 +29,8 @@ import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:  # `python trainer/main.py` puts trainer/ first, not the repo root
-    sys.path.insert(0, REPO)
+if __name__ == "__main__" and not __package__:  # `python trainer/main.py` puts trainer/, not the repo, first
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from runtime import storage  # noqa: E402
 from trainer.config import PRESETS, TrainConfig, apply_overrides, preset  # noqa: E402
@@ -41,7 +40,8 @@ __all__ = ["main", "build_parser", "resolve_config", "run"]
 _FLAGS = {  # CLI flag -> TrainConfig field (top level)
     "data": "data", "eval_data": "eval_data", "out": "out", "name": "name", "workers": "workers",
     "epochs": "epochs", "use_gpu": "use_gpu", "cpus_per_worker": "cpus_per_worker", "seed": "seed",
-    "keep_last": "keep_last_k", "max_failures": "max_failures",
+    "keep_last": "keep_last_k", "max_failures": "max_failures", "init_from": "init_from",
+    "freeze_blocks": "freeze_blocks", "loss_target": "loss_target",
 }
 
 
@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, metavar="N",
                    help=f"worker-group restarts from the last checkpoint, -1 = unlimited "
                         f"(default: {_preset_defaults('max_failures')})")
+    p.add_argument("--loss-target", choices=("weak", "slat"),
+                   help="what the loss scores: weak = the pooled clip output against the clip labels (N_S); "
+                        "slat = every segment output against its clip's labels, the paper's strong-label "
+                        "assumption baseline N_S^slat (default: weak)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="fine-tune: start from this exported model (folder or s3://, e.g. <run>/model) with a "
+                        "new output layer for the vocabulary of --data; its front end and architecture "
+                        "replace the preset's (default: none, random initialisation)")
+    p.add_argument("--freeze-blocks", type=int, metavar="N",
+                   help="with --init-from: keep the lowest N conv blocks frozen, weights and BatchNorm "
+                        "statistics (default: 0)")
     p.add_argument("--steps-per-epoch", type=int, metavar="N",
                    help="optimizer steps per epoch and rank (default: 0 = derived from the manifest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -109,6 +120,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     cfg = apply_overrides(cfg, args.set)
     if cfg.out and not storage.is_remote(cfg.out):
         cfg = dataclasses.replace(cfg, out=os.path.abspath(cfg.out))  # Ray needs an absolute local path
+    if cfg.init_from and not storage.is_remote(cfg.init_from):
+        cfg = dataclasses.replace(cfg, init_from=os.path.abspath(cfg.init_from))  # workers run elsewhere
     return cfg
 
 
@@ -148,7 +161,8 @@ def _poll_progress(actor, stop: threading.Event, enabled: bool) -> None:
             if bar is not None:
                 bar.close()
             bar_epoch = r0["epoch"]
-            bar = tqdm(total=r0["steps_per_epoch"], initial=r0["step_in_epoch"], desc=f"epoch {bar_epoch + 1}/{r0['epochs']}", unit="step",
+            bar = tqdm(total=r0["steps_per_epoch"], initial=r0["step_in_epoch"],
+                       desc=f"epoch {bar_epoch + 1}/{r0['epochs']}", unit="step",
                        dynamic_ncols=True, file=sys.stderr)
         bar.n = r0["step_in_epoch"]
         bar.set_postfix(loss=f"{r0['loss']:.4f}", clips_s=f"{sum(r['clips_per_s'] for r in ranks.values()):.1f}",
@@ -199,9 +213,6 @@ def _storage_for_ray(url: str):
 
 def run(cfg: TrainConfig, *, address: str | None = None, num_cpus: int | None = None, progress: bool = True) -> dict:
     """Plan, fit, export. Returns a summary dict (also what main prints)."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # a local Ray started below hands this to its workers, so they import trainer/ and data_prep/
-    os.environ["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -211,20 +222,22 @@ def run(cfg: TrainConfig, *, address: str | None = None, num_cpus: int | None = 
     from trainer.checkpoint import load_checkpoint
     from trainer.data import plan_epoch
     from trainer.export import export_model
+    from trainer.finetune import init_from_export
     from trainer.loop import METRICS_FILE, train_loop_per_worker
     from trainer.model import WeakLabelCNN
 
     if not cfg.data:
         raise ValueError("--data is required (a folder or s3:// prefix with manifest.json)")
     train_m = read_manifest(cfg.data)
+    cfg = init_from_export(cfg, train_m.num_classes)  # F2's width from the manifest; --init-from's network
     if train_m.sample_rate != cfg.frontend.sample_rate:
-        raise ValueError(f"{cfg.data} holds {train_m.sample_rate} Hz audio but preset {cfg.preset!r} expects "
+        source = f"--init-from {cfg.init_from}" if cfg.init_from else f"preset {cfg.preset!r}"
+        raise ValueError(f"{cfg.data} holds {train_m.sample_rate} Hz audio but {source} expects "
                          f"{cfg.frontend.sample_rate} Hz: prepare shards at that rate, or pass "
                          f"--set frontend.sample_rate={train_m.sample_rate} (and matching n_fft/hop_length)")
     eval_m = read_manifest(cfg.eval_data) if cfg.eval_data else train_m
     if eval_m.class_ids != train_m.class_ids:
         raise ValueError(f"{cfg.eval_data}: vocabulary differs from {cfg.data}; eval scores would be misaligned")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=train_m.num_classes))
     train_plan = plan_epoch(train_m, cfg.loader.train_split, cfg.loader, cfg.workers, train=True, seed=cfg.seed)
     eval_plan = None
     if cfg.loader.eval_split in eval_m.splits:

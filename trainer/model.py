@@ -1,10 +1,11 @@
-"""The weak-label CNN N_S of Kumar et al. (ICASSP 2018), section 2 of shared/paper.md.
+"""The weak-label CNN N_S of Kumar et al. (ICASSP 2018, arXiv 1711.01369), section 2.
 
 Fully convolutional over a time-major log-mel ``(B, 1, T, n_mels)``:
 
 - blocks B1..B6: 3x3 convs (padding 1) + BatchNorm + ReLU, then a 2x2 max-pool;
 - F1: a 2x2 conv without padding (+ BN + ReLU) -> one 1024-d vector per segment;
-- F2: a 1x1 conv with one filter per class and a sigmoid -> segment-level class scores;
+- F2: a 1x1 conv with one filter per class and a sigmoid -> segment-level class scores
+  (``ModelConfig.f2_hidden > 0`` puts a 1x1 conv + ReLU of that width before it: N_T^II);
 - global average or max pooling over the *valid* segments gives the clip-level score that the
   weak (clip) labels train.
 
@@ -15,6 +16,10 @@ Padding never changes a prediction: given each clip's valid frame count, activat
 clip are zeroed after every conv layer (exactly what the conv's own zero padding shows a clip
 scored alone), and pooling ignores segments past the clip's end. In eval mode a clip scored
 alone and inside a padded batch therefore give the same outputs (up to float rounding).
+
+The sigmoid and the pooling always run in float32, also under bf16 autocast: in bf16 a
+probability of ~0.998 or more rounds to exactly 1.0, the loss's clamp then passes no gradient
+and confident wrong negatives would stop learning.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torch import nn
 
 from trainer.config import FrontEndConfig, ModelConfig
 
-__all__ = ["WeakLabelCNN", "WeakLabelOutput", "pool_segments", "num_segments", "segment_geometry"]
+__all__ = ["WeakLabelCNN", "WeakLabelOutput", "output_layer", "pool_segments", "num_segments", "segment_geometry"]
 
 
 class WeakLabelOutput(NamedTuple):
@@ -34,6 +39,7 @@ class WeakLabelOutput(NamedTuple):
     segments: torch.Tensor  # (B, K, C) segment-level probabilities (F2, sigmoid)
     f1: torch.Tensor  # (B, K, F1) F1 activations, the embedding layer
     num_segments: torch.Tensor  # (B,) valid segments per clip (segments beyond are padding)
+    logits: torch.Tensor  # (B, K, C) F2 before the sigmoid, float32
 
 
 def num_segments(num_frames, num_blocks: int = 6):
@@ -93,6 +99,16 @@ class _Block(nn.Module):
         return self.pool(h)
 
 
+def output_layer(f1_channels: int, num_classes: int, hidden: int = 0) -> nn.Module:
+    """F2: a 1x1 conv with one filter per class; with ``hidden > 0`` a 1x1 conv + ReLU of that
+    width comes first (an ``nn.Sequential``). Parameters are drawn from torch's global RNG in
+    construction order."""
+    if hidden > 0:
+        return nn.Sequential(nn.Conv2d(f1_channels, hidden, kernel_size=1), nn.ReLU(),
+                             nn.Conv2d(hidden, num_classes, kernel_size=1))
+    return nn.Conv2d(f1_channels, num_classes, kernel_size=1)
+
+
 class WeakLabelCNN(nn.Module):
     """N_S: conv blocks -> F1 (2x2) -> F2 (1x1, sigmoid) -> masked global pooling.
 
@@ -120,7 +136,7 @@ class WeakLabelCNN(nn.Module):
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
         self.f1 = _ConvBNReLU(c_in, cfg.f1_channels, kernel_size=2, padding=0)
-        self.f2 = nn.Conv2d(cfg.f1_channels, cfg.num_classes, kernel_size=1)
+        self.f2 = output_layer(cfg.f1_channels, cfg.num_classes, cfg.f2_hidden)
 
     def forward(self, x: torch.Tensor, num_frames: torch.Tensor | None = None) -> WeakLabelOutput:
         """Args:
@@ -146,13 +162,13 @@ class WeakLabelCNN(nn.Module):
             if lengths is not None:
                 lengths = lengths // 2  # floor, as MaxPool2d(2)
         f1 = self.f1(h)  # (B, F1, K, 1)
-        seg_scores = torch.sigmoid(self.f2(f1))  # (B, C, K, 1)
+        logits = self.f2(f1).float().squeeze(3).transpose(1, 2)  # (B, K, C), float32 under autocast too
+        seg_scores = torch.sigmoid(logits)
         f1 = f1.squeeze(3).transpose(1, 2)  # (B, K, F1)
-        seg_scores = seg_scores.squeeze(3).transpose(1, 2)  # (B, K, C)
         K = seg_scores.shape[1]
         if lengths is None:
             n_seg = torch.full((x.shape[0],), K, dtype=torch.long, device=x.device)
         else:
             n_seg = torch.clamp(lengths - 1, min=1, max=K)
         clip = pool_segments(seg_scores, n_seg, self.cfg.pooling)  # (B, C)
-        return WeakLabelOutput(clip=clip, segments=seg_scores, f1=f1, num_segments=n_seg)
+        return WeakLabelOutput(clip=clip, segments=seg_scores, f1=f1, num_segments=n_seg, logits=logits)

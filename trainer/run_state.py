@@ -1,0 +1,75 @@
+"""A training run's state across epochs and restarts: resume from a checkpoint, and what rank 0
+saves after every epoch (``metrics.json``, the best model's export, the checkpoint)."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from runtime import storage
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.engine import jsonable
+from trainer.export import export_model
+
+__all__ = ["METRICS_FILE", "BEST_DIR", "RunState", "resume", "epoch_scalars", "write_epoch_files", "checkpoint_writer"]
+
+METRICS_FILE = "metrics.json"
+BEST_DIR = "best"
+
+
+@dataclass
+class RunState:
+    """Counters and history that travel in every checkpoint."""
+
+    epoch: int = 0  # the epoch being run (after a resume: the one after the checkpoint's)
+    step: int = 0  # optimizer steps done
+    starts: int = 0  # worker-group starts before this one
+    best: dict = field(default_factory=lambda: {"mAP": -1.0, "epoch": -1})
+    history: list[dict] = field(default_factory=list)
+
+    def add_epoch(self, record: dict) -> bool:
+        """Append the epoch's record; returns True when its eval mAP is a new best."""
+        self.history.append(jsonable(record))
+        m = record.get("eval_mAP")
+        if m is not None and math.isfinite(m) and m > self.best["mAP"]:
+            self.best = {"mAP": m, "epoch": record["epoch"]}
+            return True
+        return False
+
+
+def resume(checkpoint_dir: str, *, model, optimizer, device) -> RunState:
+    """Model, optimizer and RNG states from ``checkpoint_dir``; the run continues at the next epoch."""
+    info = load_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, restore_rng=True, map_location=device)
+    c = info["counters"]
+    return RunState(epoch=c["epoch"] + 1, step=c["step"], starts=c["starts"] + 1,
+                    best=info["extra"]["best"], history=info["extra"]["history"])
+
+
+def epoch_scalars(record: dict, state: RunState) -> dict:
+    """The numbers of the epoch that Ray Train records with the report."""
+    scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None}
+    scalars.update({"best_mAP": state.best["mAP"], "best_epoch": state.best["epoch"]})
+    return scalars
+
+
+def write_epoch_files(run_dir: str, cfg: TrainConfig, state: RunState, *, model: torch.nn.Module,
+                      vocabulary: list[dict], new_best: bool) -> None:
+    """``metrics.json`` (every epoch so far) and, on a new best eval mAP, the ``best/`` export."""
+    doc = {"run": cfg.name, "config": asdict(cfg), "epochs": state.history, "best": state.best,
+           "vocabulary": vocabulary}
+    storage.write_text_atomic(storage.join(run_dir, METRICS_FILE), json.dumps(jsonable(doc), indent=1))
+    if new_best:
+        export_model(storage.join(run_dir, BEST_DIR), model, frontend=cfg.frontend, architecture=cfg.model,
+                     vocabulary=vocabulary, training={"epoch": state.best["epoch"], "step": state.step, **state.best})
+
+
+def checkpoint_writer(cfg: TrainConfig, state: RunState, *, model: torch.nn.Module, optimizer):
+    """A function that saves the run's checkpoint (trainer/checkpoint.py) into a directory."""
+    def write(directory: str) -> None:
+        save_checkpoint(directory, model=model, optimizer=optimizer,
+                        counters={"epoch": state.epoch, "step": state.step, "starts": state.starts},
+                        config=asdict(cfg), extra={"best": state.best, "history": state.history})
+    return write
