@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from app.quiet import native_stderr_to
 from data_prep.job import PrepConfig, changed_options, run_prep_job
 from data_prep.shards import ShardConfig
 from data_prep.sources import SOURCES, SYNTHETIC_TASKS
@@ -144,7 +145,42 @@ def _print_command(command: str) -> None:
 
 
 def run_demo(cfg: DemoConfig) -> DemoSummary:
-    """Run every stage of ``plan_demo(cfg)`` and write the report; returns where it is."""
+    """Run every stage of ``plan_demo(cfg)`` and write the report; returns where it is.
+
+    The terminal shows one line per event of ours and the progress bars; Ray's own output (its
+    workers' lines, native warnings) goes to ``<out>/logs/ray-native.log`` and Ray's session logs,
+    which the last line names.
+    """
+    out = os.path.abspath(cfg.out)
+    native_log = os.path.join(out, "logs", "ray-native.log")
+    with native_stderr_to(native_log):
+        summary = _run_stages(cfg)
+    print(f"[demo] Ray's own messages: {native_log} and {_ray_logs_dir()}")
+    return summary
+
+
+def _ray_logs_dir() -> str:
+    try:  # Ray has no public accessor for its session's log folder
+        import ray._private.worker as ray_worker
+
+        return ray_worker._global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - only for the message
+        return "Ray's session folder (ray/session_latest/logs under the temp dir)"
+
+
+def _print_epochs(run_dir: str) -> None:
+    """One line per trained epoch, from the run's metrics.json (the workers' own lines stay in Ray's logs)."""
+    import json
+
+    doc = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
+    for h in doc.get("epochs", []):
+        scores = ", ".join(f"{k} {h[k]:.4f}" for k in ("val_mAP", "eval_mAP", "eval_auc")
+                           if isinstance(h.get(k), (int, float)))
+        print(f"[train] epoch {h['epoch'] + 1}: loss {h['train_loss']:.4f}" + (f", {scores}" if scores else "")
+              + f", {h.get('clips_per_s', 0):.0f} clips/s")
+
+
+def _run_stages(cfg: DemoConfig) -> DemoSummary:
     from app.report import ReportInputs, build_report
     from inference.embed import run_embed
     from runtime.ray_cluster import ensure_ray
@@ -159,7 +195,7 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
     # Ray Train reads its health-check period only from the environment (no API argument), and
     # its controller inherits it when Ray starts here: 0.5 s instead of Ray's default for short epochs.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    ensure_ray(cfg.address)
+    ensure_ray(cfg.address, log_to_driver=False)
 
     _stage(1, "prep", f"synthetic corpus -> WebDataset shards at {plan.train.frontend.sample_rate} Hz "
                       f"under {os.path.dirname(plan.prep[0].out)}")
@@ -175,6 +211,7 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
     t0 = time.perf_counter()
     _print_command(train_command(plan.train, address=cfg.address))
     train_summary = train_main.run(plan.train, address=cfg.address)
+    _print_epochs(train_summary["run_dir"])
     if train_summary["export"].rstrip("/") != plan.model_url.rstrip("/"):
         raise RuntimeError(f"the model was exported to {train_summary['export']}, not {plan.model_url}")
     seconds["train"] = time.perf_counter() - t0

@@ -20,12 +20,14 @@ import os
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, log_to_driver: bool = True) -> bool:
     """Make sure Ray is initialised; returns True when this call started a local instance.
 
     ``address`` (or ``RAY_ADDRESS``) joins an existing cluster, e.g. one started with
     ``ray start --head`` or the one a ``ray job submit`` runs in; otherwise a local Ray starts,
     with token authentication and every port Ray lets us choose on loopback.
+    ``log_to_driver=False`` keeps the output of Ray's workers in Ray's session logs instead of
+    echoing it here (the demo shows one line per event of its own).
     """
     import ray
 
@@ -35,7 +37,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     runtime_env = {"env_vars": forwarded_env()}
     if address:
-        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env)
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env=runtime_env,
+                 log_to_driver=log_to_driver)
         return False
     # RAY_AUTH_MODE is left as the caller set it: unset, Ray 2.60 turns token auth on for a new local
     # instance and generates ~/.ray/auth_token when no token exists. (Setting it here, after
@@ -47,7 +50,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     # The GCS, raylet and object manager bind to the machine's routable address: Ray maps a
     # loopback node address back to it (services.resolve_ip_for_localhost), so the token guards them.
     ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=True,
-             dashboard_host="127.0.0.1", runtime_env=runtime_env)
+             dashboard_host="127.0.0.1", runtime_env=runtime_env, log_to_driver=log_to_driver)
     return True
 
 
