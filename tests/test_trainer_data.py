@@ -1,4 +1,4 @@
-"""trainer/data.py: shard streams split across ranks, bucketed, never running dry (no Ray)."""
+"""trainer/data.py, trainer/collate.py: eval streams, collate, S3 (exact training epochs: test_trainer_epochs)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -66,32 +66,20 @@ def test_eval_streams_give_every_clip_exactly_once_across_ranks_at_full_length(t
     assert sorted(seen) == sorted(f"clip{i:04d}" for i in range(28, 38)) and set(seen.values()) == {1}
 
 
-def test_training_streams_never_run_dry_and_keep_the_budget_on_uneven_shards(tones):
-    m = read_manifest(tones)
-    plan = plan_epoch(m, "train", CFG, world_size=2, train=True)
-    assert plan.steps_per_epoch == -(-plan.batches_per_pass // 2)
-    keys = Counter()
-    for rank in range(2):
-        stream = iter(ShardStream(plan, CFG, rank=rank, world_size=2, epoch=0, seed=0, train=True))
-        for _ in range(8 * plan.steps_per_epoch):  # far beyond one pass: the stream cycles
-            b = next(stream)
-            n, longest = len(b["keys"]), int(b["lengths"].max())
-            assert n <= CFG.max_batch_clips and n * longest <= CFG.batch_seconds * 16000 + n
-            assert longest <= CFG.max_crop_s * 16000 + 1
-            assert b["targets"].shape == (n, 4) and (b["targets"].sum(1) >= 1).all()
-            keys.update(b["keys"])
-    assert len(keys) == 28  # every training clip is reached (a clip may wait in a slow bucket for a while)
+def test_collate_pads_to_the_longest_clip_applies_crops_and_builds_multi_hot_targets():
+    from trainer.bucketing import BatchItem
+    from trainer.collate import collate, pad_waveforms
 
-
-def test_same_epoch_and_seed_give_the_same_batches_and_a_new_epoch_reshuffles(tones):
-    plan = plan_epoch(read_manifest(tones), "train", CFG, world_size=1, train=True)
-
-    def first_keys(epoch):
-        it = iter(ShardStream(plan, CFG, rank=0, world_size=1, epoch=epoch, seed=1, train=True))
-        return [next(it)["keys"] for _ in range(4)]
-
-    assert first_keys(0) == first_keys(0)
-    assert first_keys(0) != first_keys(1)
+    a, b = np.arange(5, dtype=np.float32), np.ones(3, dtype=np.float32)
+    wave, lengths = pad_waveforms([a, b])
+    assert wave.shape == (2, 5) and lengths.tolist() == [5, 3] and wave[1].tolist() == [1, 1, 1, 0, 0]
+    items = [BatchItem({"key": "x", "audio": a, "labels": [0, 2], "duration_s": 5 / 10}, 0.2, 0.3),
+             BatchItem({"key": "y", "audio": b, "labels": [1], "duration_s": 3 / 10}, 0.0, 0.3)]
+    batch = collate(items, num_classes=3, sample_rate=10)
+    assert batch["waveform"][0].tolist() == [2, 3, 4] and batch["lengths"].tolist() == [3, 3]
+    assert batch["targets"].tolist() == [[1, 0, 1], [0, 1, 0]] and batch["keys"] == ["x", "y"]
+    with pytest.raises(ValueError, match="1-D"):
+        pad_waveforms([np.zeros((2, 2))])
 
 
 def test_loader_workers_split_the_stream_between_processes(tones):
@@ -108,3 +96,6 @@ def test_shards_stream_from_s3(tmp_path, s3_bucket):
     assert plan.shard_urls[0].startswith("s3://")
     keys = [k for b in ShardStream(plan, CFG, rank=0, world_size=1, epoch=0, seed=0, train=False) for k in b["keys"]]
     assert sorted(keys) == [f"clip{i:04d}" for i in range(6, 10)]
+    train = plan_epoch(m, "train", CFG, world_size=1, train=True)
+    used = [k for b in ShardStream(train, CFG, rank=0, world_size=1, epoch=0, seed=0, train=True) for k in b["keys"]]
+    assert len(used) == len(set(used)) and set(used) <= {f"clip{i:04d}" for i in range(6)}

@@ -25,11 +25,13 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-__all__ = ["BatchItem", "BucketBatcher", "estimate_duration_bins", "padding_fraction", "random_batches"]
+__all__ = ["BatchItem", "BucketBatcher", "estimate_duration_bins", "padding_fraction", "random_batches",
+           "buffer_shuffle"]
 
 
 class BatchItem(NamedTuple):
@@ -63,6 +65,24 @@ def padding_fraction(batches: Iterable[Iterable[float]]) -> float:
             used += b.sum()
             total += b.size * b.max()
     return 0.0 if total == 0 else 1.0 - used / total
+
+
+def buffer_shuffle(items: Iterable[Any], size: int, rng: np.random.Generator) -> Iterator[Any]:
+    """Bounded-buffer shuffle of a stream (what a reader without random access can afford):
+    hold ``size`` items, emit a random one for each new item, shuffle the rest at the end."""
+    if size <= 1:
+        yield from items
+        return
+    buf: list = []
+    for x in items:
+        if len(buf) < size:
+            buf.append(x)
+            continue
+        j = int(rng.integers(len(buf)))
+        buf[j], x = x, buf[j]
+        yield x
+    rng.shuffle(buf)
+    yield from buf
 
 
 def random_batches(durations, batch_size: int, rng: np.random.Generator, max_crop_s: float | None = None):
@@ -99,12 +119,14 @@ class BucketBatcher:
         if max_crop_s is not None and max_crop_s > batch_seconds:
             raise ValueError(f"max_crop_s ({max_crop_s}) must not exceed batch_seconds ({batch_seconds})")
         self.bins = bins
+        self._bin_list = bins.tolist()
         self.batch_seconds = float(batch_seconds)
         self.max_batch_clips = max_batch_clips
         self.max_crop_s = max_crop_s
         self.drop_last = drop_last
         self.rng = rng
         self._buckets: list[list[BatchItem]] = [[] for _ in range(len(bins) + 1)]
+        self._longest = [0.0] * (len(bins) + 1)  # longest clip per open bucket: add() stays O(1)
 
     @property
     def num_buckets(self) -> int:
@@ -115,7 +137,7 @@ class BucketBatcher:
         return sum(len(b) for b in self._buckets)
 
     def bucket_of(self, duration_s: float) -> int:
-        return int(np.searchsorted(self.bins, duration_s, side="right"))
+        return bisect.bisect_right(self._bin_list, duration_s)  # = searchsorted(side="right"), faster on scalars
 
     def add(self, duration_s: float, item: Any) -> list[BatchItem] | None:
         """Add one clip; returns the batch it closed (the bucket it would have overflowed), if any."""
@@ -124,15 +146,18 @@ class BucketBatcher:
             offset = float(self.rng.uniform(0.0, used - self.max_crop_s))
             used = float(self.max_crop_s)
         entry = BatchItem(item, offset, used)
-        bucket = self._buckets[self.bucket_of(used)]
+        b = self.bucket_of(used)
+        bucket = self._buckets[b]
         out = None
         if bucket:
-            longest = max(used, max(e.duration_s for e in bucket))
+            longest = max(used, self._longest[b])
             full = self.max_batch_clips is not None and len(bucket) + 1 > self.max_batch_clips
             if full or (len(bucket) + 1) * longest > self.batch_seconds:
                 out = list(bucket)
                 bucket.clear()
+                self._longest[b] = 0.0
         bucket.append(entry)
+        self._longest[b] = max(self._longest[b], used)
         return out
 
     def flush(self) -> list[list[BatchItem]]:
@@ -140,6 +165,7 @@ class BucketBatcher:
         rest = [list(b) for b in self._buckets if b]
         for b in self._buckets:
             b.clear()
+        self._longest = [0.0] * len(self._buckets)
         if self.drop_last:
             return []
         order = self.rng.permutation(len(rest))
@@ -179,3 +205,4 @@ class BucketBatcher:
         if len(buckets) != self.num_buckets:
             raise ValueError(f"state has {len(buckets)} buckets, batcher has {self.num_buckets}")
         self._buckets = [[BatchItem(i, float(o), float(d)) for i, o, d in b] for b in buckets]
+        self._longest = [max((e.duration_s for e in b), default=0.0) for b in self._buckets]
