@@ -172,3 +172,17 @@ def test_fixed_steps_per_epoch_continue_into_the_next_pass(uneven):
     assert max(first_pass.values()) == 1
     rest = epoch_batches(plan, cfg, 0, 1, start_step=one_pass + 1)
     assert [b["keys"] for b in rest] == [b["keys"] for b in batches[one_pass + 1:]]
+
+
+def test_no_stream_ends_with_a_one_clip_batch_that_batchnorm_could_not_normalise():
+    # many duration buckets and few clips per stream: flushed partial buckets are often single clips
+    durations = np.random.default_rng(4).uniform(0.3, 3.0, 90)
+    spec = BatchingSpec(tuple(np.linspace(0.5, 2.5, 9)), batch_seconds=8.0, max_batch_clips=8, max_crop_s=2.0,
+                        shuffle_buffer=4)
+    for seed in range(5):
+        p = plan_pass(durations, [30, 30, 30], spec, num_streams=3, seed=seed, epoch=0)
+        kept = [b for s in p.streams for b in s]
+        assert sorted(np.concatenate([b[:, 0] for b in kept]).astype(int).tolist()) == list(range(90))
+        assert min(len(b) for b in kept) >= 2
+        for b in kept:
+            assert len(b) <= 8 and len(b) * b[:, 2].max() <= 8.0 + 1e-9

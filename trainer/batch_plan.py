@@ -84,6 +84,40 @@ def _stream_batches(positions: np.ndarray, durations: np.ndarray, spec: Batching
         if b is not None:
             out.append(np.array([(e.item, e.offset_s, e.duration_s) for e in b], dtype=np.float64))
     out += [np.array([(e.item, e.offset_s, e.duration_s) for e in b], dtype=np.float64) for b in batcher.flush()]
+    return _merge_single_clip_batches(out, spec)
+
+
+def _merge_single_clip_batches(batches: list[np.ndarray], spec: BatchingSpec) -> list[np.ndarray]:
+    """No one-clip batch in a stream (flushed partial buckets are where they come from).
+
+    A training batch of one short clip has one value per channel at F1's BatchNorm, which cannot
+    normalise it (and would stop training). A one-clip batch joins the last other batch it fits
+    (clips x longest within the budget, at most ``max_batch_clips``); if none has room, it takes one
+    clip from the last batch of three or more. Only when neither is possible does it stay alone.
+    """
+    def fits(rows: np.ndarray) -> bool:
+        n_ok = spec.max_batch_clips is None or len(rows) <= spec.max_batch_clips
+        return n_ok and len(rows) * float(rows[:, 2].max()) <= spec.batch_seconds + 1e-9
+
+    out = list(batches)
+    j = 0
+    while j < len(out):
+        if len(out[j]) != 1 or len(out) < 2:
+            j += 1
+            continue
+        single = out[j]
+        hosts = [k for k in range(len(out) - 1, -1, -1) if k != j and fits(np.concatenate([out[k], single]))]
+        if hosts:
+            out[hosts[0]] = np.concatenate([out[hosts[0]], single])
+            del out[j]
+            continue
+        donors = [k for k in range(len(out) - 1, -1, -1) if k != j and len(out[k]) >= 3
+                  and fits(np.concatenate([out[k][-1:], single]))]
+        if donors:
+            k = donors[0]
+            out[j] = np.concatenate([out[k][-1:], single])
+            out[k] = out[k][:-1]
+        j += 1
     return out
 
 
@@ -147,8 +181,8 @@ def _split_largest(s: int, own: list[list[np.ndarray]], received: list[list[np.n
         best = None
         for which, lst in enumerate(lists):
             for j, b in enumerate(lst):
-                if len(b) >= 2 and (best is None or len(b) > len(lists[best[0]][best[1]])):
-                    best = (which, j)
+                if len(b) >= 4 and (best is None or len(b) > len(lists[best[0]][best[1]])):
+                    best = (which, j)  # halves of >= 2 clips: never a one-clip batch (see above)
         return best
 
     here = largest([own[s], received[s]])
@@ -158,8 +192,20 @@ def _split_largest(s: int, own: list[list[np.ndarray]], received: list[list[np.n
         lst[here[1]:here[1] + 1] = [b[:len(b) // 2], b[len(b) // 2:]]
         return
     donors = [(len(b), d, which, j) for d in range(len(own)) if d != s
-              for which, lst in enumerate((own[d], received[d])) for j, b in enumerate(lst) if len(b) >= 2]
-    _, d, which, j = max(donors)  # exists: the caller checked there are enough clips
+              for which, lst in enumerate((own[d], received[d])) for j, b in enumerate(lst) if len(b) >= 4]
+    donors = donors or [(len(b), d, which, j) for d in range(len(own)) if d != s
+                        for which, lst in enumerate((own[d], received[d])) for j, b in enumerate(lst) if len(b) >= 2]
+    if not donors:  # too few clips for halves of two: halve whatever is largest here (clips >= streams x T)
+        here = None
+        for which, lst in enumerate((own[s], received[s])):
+            for j, b in enumerate(lst):
+                if len(b) >= 2 and (here is None or len(b) > len((own[s], received[s])[here[0]][here[1]])):
+                    here = (which, j)
+        lst = (own[s], received[s])[here[0]]
+        b = lst[here[1]]
+        lst[here[1]:here[1] + 1] = [b[:len(b) // 2], b[len(b) // 2:]]
+        return
+    _, d, which, j = max(donors)
     lst = (own[d], received[d])[which]
     b = lst[j]
     lst[j] = b[:len(b) // 2]
