@@ -1,15 +1,16 @@
 """The demo's report: one folder with report.md, report.html and the PNGs they link.
 
 Every number in the report is read from the files the run wrote (training metrics.json, transfer
-results), never typed in here.
+results), never typed in here. Every file is written atomically (``runtime.storage``), so a reader
+never sees a half-written report or image.
 """
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +47,9 @@ def _bar_png(values, names, path, title, ylabel, chance=None) -> None:
         ax.axhline(chance, color="grey", ls="--", lw=1, label="chance")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    storage.write_bytes_atomic(path, buf.getvalue())
 
 
 def _edge(seconds) -> str:
@@ -74,7 +77,8 @@ def training_section(run_dir: str, out_dir: str) -> list[str]:
         storage_copy(storage.join(run_dir, "curves.png"), os.path.join(out_dir, "training_curves.png"))
         lines += ["![training and eval curves](training_curves.png)", ""]
     last = epochs[-1]
-    names = [v["name"] for v in json.loads(storage.read_text(storage.join(run_dir, "model", "config.json")))["vocabulary"]]
+    model = storage.resolve_folder(storage.join(run_dir, "model"))  # the published export version
+    names = [v["name"] for v in json.loads(storage.read_text(storage.join(model, "config.json")))["vocabulary"]]
     if last.get("eval_per_class_ap"):
         _bar_png(last["eval_per_class_ap"], names, os.path.join(out_dir, "per_class_ap.png"),
                  "Eval average precision per source class (last epoch)", "AP")
@@ -89,8 +93,7 @@ def training_section(run_dir: str, out_dir: str) -> list[str]:
 
 
 def storage_copy(src_url: str, dst_path: str) -> None:
-    with open(dst_path, "wb") as f:
-        f.write(storage.read_bytes(src_url))
+    storage.write_bytes_atomic(dst_path, storage.read_bytes(src_url))
 
 
 def _demote_headings(md: str) -> str:
@@ -102,13 +105,13 @@ def transfer_section(title: str, results_dir: str, out_dir: str, slug: str) -> l
     for name in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
         path = os.path.join(results_dir, name)
         if name.endswith(".md"):
-            lines += [_demote_headings(open(path).read().strip()), ""]
+            lines += [_demote_headings(storage.read_text(path).strip()), ""]
     for root, _, files in sorted(os.walk(results_dir)):
         for name in sorted(files):
             if name.endswith(".png"):
                 rel = os.path.relpath(os.path.join(root, name), results_dir)
                 target = f"{slug}_{rel.replace(os.sep, '_')}"
-                shutil.copyfile(os.path.join(root, name), os.path.join(out_dir, target))
+                storage_copy(os.path.join(root, name), os.path.join(out_dir, target))
                 caption = os.path.splitext(rel)[0].replace("_", " ").replace(os.sep, ": ")
                 lines += [f"![{caption}]({target})", ""]
     return lines
@@ -131,10 +134,8 @@ def build_report(inputs: ReportInputs, out_dir: str) -> tuple[str, str]:
     md = "\n".join(lines)
     md_path = os.path.join(out_dir, "report.md")
     html_path = os.path.join(out_dir, "report.html")
-    with open(md_path, "w") as f:
-        f.write(md)
-    with open(html_path, "w") as f:
-        f.write(markdown_to_html(md, inputs.title))
+    storage.write_text_atomic(md_path, md)
+    storage.write_text_atomic(html_path, markdown_to_html(md, inputs.title))
     return md_path, html_path
 
 

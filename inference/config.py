@@ -36,6 +36,9 @@ class EmbedConfig:
         metrics_port: serve Prometheus metrics on 127.0.0.1:PORT; 0 = the model actors export
             them through Ray's metrics exporter.
         metrics_linger_s: with ``metrics_port``, keep serving this long after the job.
+        on_mismatch: what to do with an existing .npz in ``out`` made from another model or other
+            shard data (its fingerprints differ): ``"refuse"`` (fail before embedding anything,
+            naming it) or ``"redo"`` (recompute and replace it).
     """
 
     model: str
@@ -49,8 +52,11 @@ class EmbedConfig:
     progress: bool = True
     metrics_port: int = 0
     metrics_linger_s: float = 10.0
+    on_mismatch: str = "refuse"
 
     def __post_init__(self) -> None:
+        if self.on_mismatch not in ("refuse", "redo"):
+            raise ValueError(f"on_mismatch must be 'refuse' or 'redo', got {self.on_mismatch!r}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if not self.batch_seconds > 0:
@@ -63,6 +69,7 @@ class EmbedConfig:
             ("--actors", self.actors, d.actors), ("--executor", self.executor, d.executor),
             ("--address", self.address, d.address), ("--metrics-port", self.metrics_port, d.metrics_port),
             ("--metrics-linger", self.metrics_linger_s, d.metrics_linger_s),
+            ("--on-mismatch", self.on_mismatch, d.on_mismatch),
         ])] + ([] if self.progress else ["--no-progress"])
 
     def command(self) -> str:

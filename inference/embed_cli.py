@@ -2,10 +2,14 @@
 
 Extracts the F1/F2 embeddings of every clip of a prepared dataset with Ray actors: one per CPU
 core (or per GPU), each loading the exported model once, one call per shard. A re-run skips the
-shards already embedded, so an interrupted extraction resumes.
+shards already embedded with the same model and shard data, so an interrupted extraction resumes;
+an existing .npz made with another model or from other data is refused (default) or recomputed
+(--on-mismatch redo). Every shard is checked against the manifest (size, sample count, sha256):
+a truncated or altered one fails the run naming it.
 
 Output (local folder or s3://): <OUT>/shards/<shard>.npz per input shard (numpy arrays, no
-pickle) and <OUT>/embeddings.json, written last (model, data, vocabularies, files, totals).
+pickle, with the model and shard fingerprints) and <OUT>/embeddings.json, written last (model,
+fingerprints, data, vocabularies, files, totals).
 """
 from __future__ import annotations
 
@@ -38,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-linger", type=float, default=d.metrics_linger_s, metavar="SECONDS",
                    help="with --metrics-port: keep serving this long after the job, so that Prometheus scrapes "
                         "the final values (default: %(default)s)")
+    p.add_argument("--on-mismatch", choices=("refuse", "redo"), default=d.on_mismatch,
+                   help="an existing .npz in --out made with another model or from other shard data: refuse = "
+                        "fail before embedding anything, naming it; redo = recompute and replace it "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
     return p
 
@@ -46,7 +54,7 @@ def config_from_args(args: argparse.Namespace) -> EmbedConfig:
     return EmbedConfig(model=args.model, data=args.data, out=args.out, split=args.split,
                        batch_seconds=args.batch_seconds, actors=args.actors, executor=args.executor,
                        address=args.address, progress=not args.no_progress, metrics_port=args.metrics_port,
-                       metrics_linger_s=args.metrics_linger)
+                       metrics_linger_s=args.metrics_linger, on_mismatch=args.on_mismatch)
 
 
 def main(argv: list[str] | None = None) -> int:

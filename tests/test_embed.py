@@ -99,7 +99,8 @@ def test_the_embed_command_line_stands_for_exactly_its_config():
 
     for cfg in (EmbedConfig("runs/r 1/model", "s3://b/esc50", "emb/esc50"),
                 EmbedConfig("m", "d", "o", split="eval", batch_seconds=12.5, actors=3, executor="local",
-                            address="10.0.0.1:6379", progress=False, metrics_port=9101, metrics_linger_s=0.0)):
+                            address="10.0.0.1:6379", progress=False, metrics_port=9101, metrics_linger_s=0.0,
+                            on_mismatch="redo")):
         argv = shlex.split(cfg.command())
         assert argv[:2] == ["weaksound", "embed"]
         assert embed_cli.config_from_args(embed_cli.build_parser().parse_args(argv[2:])) == cfg

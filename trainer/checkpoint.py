@@ -9,6 +9,11 @@ A checkpoint directory holds two files:
 :func:`flatten`/:func:`unflatten` do the split for any nesting of dicts (also with int keys, as
 in ``optimizer.state_dict()``), lists, tuples, tensors and JSON scalars.
 
+Both files are written atomically under unique temporary names (``runtime.storage``), tensors
+first; the sidecar records the sha256 and size of the tensors file it belongs to, so
+``load_checkpoint`` refuses a pair mixed from two saves (checkpoints written before that field
+load unchecked).
+
 Example::
 
     save_checkpoint(d, model=model, optimizer=opt, scheduler=sched,
@@ -19,14 +24,17 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from runtime import storage
 
 __all__ = ["flatten", "unflatten", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
            "TENSORS", "SIDECAR"]
@@ -118,11 +126,11 @@ def save_checkpoint(directory, *, model: torch.nn.Module, optimizer=None, schedu
                "rng": rng_state() if include_rng else None,
                "extra": extra or {}}
     tree, tensors = flatten(payload)
-    save_file(tensors, str(directory / TENSORS))
-    sidecar = {"format": FORMAT, "counters": counters or {}, "config": config or {}, "state": tree}
-    tmp = directory / (SIDECAR + ".tmp")
-    tmp.write_text(json.dumps(sidecar, indent=1, allow_nan=True))
-    os.replace(tmp, directory / SIDECAR)
+    data = save_safetensors(tensors)
+    storage.write_bytes_atomic(str(directory / TENSORS), data)
+    sidecar = {"format": FORMAT, "counters": counters or {}, "config": config or {}, "state": tree,
+               "tensors": {"file": TENSORS, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}}
+    storage.write_text_atomic(str(directory / SIDECAR), json.dumps(sidecar, indent=1, allow_nan=True))
     return directory
 
 
@@ -137,7 +145,13 @@ def load_checkpoint(directory, *, model: torch.nn.Module | None = None, optimize
     sidecar = json.loads((directory / SIDECAR).read_text())
     if sidecar.get("format") != FORMAT:
         raise ValueError(f"{directory}: not a {FORMAT} checkpoint (format={sidecar.get('format')!r})")
-    tensors = load_file(str(directory / TENSORS), device=str(map_location))
+    data = (directory / TENSORS).read_bytes()
+    recorded = sidecar.get("tensors")
+    if recorded and (recorded.get("bytes") != len(data) or recorded.get("sha256") != hashlib.sha256(data).hexdigest()):
+        raise ValueError(f"{directory}: {TENSORS} ({len(data)} bytes) is not the file {SIDECAR} was saved with "
+                         f"({recorded.get('bytes')} bytes, sha256 {recorded.get('sha256')}): the two files come "
+                         "from different saves")
+    tensors = {k: v.to(map_location) for k, v in load_safetensors(data).items()}
     payload = unflatten(sidecar["state"], tensors)
     if model is not None:
         model.load_state_dict(payload["model"], strict=True)
