@@ -17,27 +17,28 @@ from transfer.results import (
     results_csv,
     results_json,
     results_markdown,
+    select_by_inner_validation,
     transfer_rows,
     write_results,
 )
 from transfer.svm import FoldResults, evaluate_feature_sets
 
 
-def fold_result(name: str, accs, folds=None) -> FoldResults:
+def fold_result(name: str, accs, folds=None, inner: float = 0.5) -> FoldResults:
     folds = tuple(folds or range(1, len(accs) + 1))
     return FoldResults(feature_set=name, folds=folds, accuracies=tuple(accs),
-                       chosen_C=(1.0,) * len(accs), c_grid=(1.0,),
-                       inner_scores=((0.5,),) * len(accs),
+                       chosen_C=(1.0,) * len(accs), c_grid=(0.1, 1.0),
+                       inner_scores=((inner - 0.1, inner),) * len(accs),
                        inner_validation_folds=((),) * len(accs),
                        labels=np.zeros(4, dtype=np.int64), predictions=np.zeros(4, dtype=np.int64))
 
 
 def esc50_rows():
-    results = {"F1 max": fold_result("F1 max", [0.80, 0.82, 0.84, 0.86, 0.88]),
-               "F2 avg": fold_result("F2 avg", [0.60, 0.62, 0.64, 0.66, 0.68])}
-    adapted = {"F1 max": fold_result("F1 max", [0.83, 0.83, 0.83, 0.83, 0.83])}
+    results = {"F1 max": fold_result("F1 max", [0.80, 0.82, 0.84, 0.86, 0.88], inner=0.8),
+               "F2 avg": fold_result("F2 avg", [0.60, 0.62, 0.64, 0.66, 0.68], inner=0.6)}
+    adapted = {"F1 max": fold_result("F1 max", [0.83, 0.83, 0.83, 0.83, 0.83], inner=0.7)}
     return (transfer_rows("esc50", "N_S", results) + transfer_rows("esc50", "N_T^I", adapted)
-            + [baseline_row("esc50", "MFCC stats", fold_result("mfcc", [0.4, 0.5, 0.4, 0.5, 0.4]))])
+            + [baseline_row("esc50", "MFCC stats", fold_result("mfcc", [0.4, 0.5, 0.4, 0.5, 0.4], inner=0.45))])
 
 
 def test_markdown_table_has_every_row_with_per_fold_accuracy_and_mean_std():
@@ -48,15 +49,38 @@ def test_markdown_table_has_every_row_with_per_fold_accuracy_and_mean_std():
     assert "| N_S, F2, avg() | 60.0 | 62.0 | 64.0 | 66.0 | 68.0 | 64.0 ± 2.8 |" in lines
     assert "| N_T^I, F1, max() | 83.0 | 83.0 | 83.0 | 83.0 | 83.0 | 83.0 ± 0.0 |" in lines
     assert "| Baseline, MFCC stats | 40.0 | 50.0 | 40.0 | 50.0 | 40.0 | 44.0 ± 4.9 |" in lines
+    assert any(l.startswith("Bold: N_S, F1, max(), the best inner-validation accuracy (80.0%") for l in lines)
 
 
-def test_the_best_mean_is_bold_and_the_baseline_row_comes_first():
+def test_the_inner_validation_choice_is_bold_and_the_baseline_row_comes_first():
     lines = [l for l in results_markdown(esc50_rows()).splitlines() if l.startswith("| ")]
     body = lines[1:]
     assert body[0] == "| Baseline, MFCC stats | 40.0 | 50.0 | 40.0 | 50.0 | 40.0 | 44.0 ± 4.9 |"
     assert body[1].startswith("| N_S, F1, max() |") and body[1].endswith("| **84.0 ± 2.8** |")
     assert body[3] == "| N_T^I, F1, max() | 83.0 | 83.0 | 83.0 | 83.0 | 83.0 | 83.0 ± 0.0 |"
     assert len(body) == 4
+
+
+def test_the_best_row_is_chosen_by_inner_validation_even_when_another_has_a_higher_test_mean():
+    lucky = fold_result("F1 avg", [0.95, 0.95, 0.95], inner=0.70)   # best on the test folds
+    steady = fold_result("F1 max", [0.90, 0.90, 0.90], inner=0.85)  # best on the training folds
+    base = fold_result("mfcc", [0.99, 0.99, 0.99], inner=0.90)
+    rows = transfer_rows("events", "N_S", {"F1 avg": lucky, "F1 max": steady}) + [
+        baseline_row("events", "MFCC stats", base)]
+    assert select_by_inner_validation(rows, "N_").label == "N_S, F1, max()"
+    assert select_by_inner_validation(rows).label == "Baseline, MFCC stats"
+    assert select_by_inner_validation(rows, "N_T") is None
+    md = results_markdown(transfer_rows("events", "N_S", {"F1 avg": lucky, "F1 max": steady}))
+    assert "| N_S, F1, max() | 90.0 | 90.0 | 90.0 | **90.0 ± 0.0** |" in md.splitlines()
+    assert "| N_S, F1, avg() | 95.0 | 95.0 | 95.0 | 95.0 ± 0.0 |" in md.splitlines()
+
+
+def test_inner_validation_ties_go_to_the_first_row_and_rows_without_inner_scores_are_never_bold():
+    a, b = fold_result("F1 max", [0.5, 0.6], inner=0.8), fold_result("F1 avg", [0.9, 0.9], inner=0.8)
+    assert select_by_inner_validation(transfer_rows("t", "N_S", {"F1 max": a, "F1 avg": b})).feature_set == "F1 max"
+    bare = [ResultRow("t", "N_S", "F1 max", "N_S, F1, max()", (1, 2), (0.7, 0.8))]
+    assert select_by_inner_validation(bare) is None
+    assert "**" not in results_markdown(bare)
 
 
 def test_tasks_with_different_fold_counts_get_their_own_sections():
@@ -81,6 +105,7 @@ def test_csv_holds_every_row_with_full_precision_fractions():
     assert [float(ns[f"fold{f}"]) for f in range(1, 6)] == [0.80, 0.82, 0.84, 0.86, 0.88]
     assert float(ns["mean"]) == pytest.approx(0.84)
     assert float(ns["std"]) == pytest.approx(np.std([0.80, 0.82, 0.84, 0.86, 0.88]))
+    assert float(ns["inner_mean"]) == pytest.approx(0.8)
 
 
 def test_json_records_the_exact_command_and_per_fold_numbers(tmp_path):

@@ -1,7 +1,8 @@
 """Ray execution of the transfer protocol: SVM units and per-shard baseline features.
 
-- ``run_svm_units``: every (feature set, test fold, C) unit of one or more ``TransferData`` is
-  one Ray task. Each ``TransferData`` is ``ray.put`` once and every task receives the reference;
+- ``run_svm_units``: the (feature set, test fold, C) units of one or more ``TransferData``, one
+  Ray task per (feature set, test fold). Each ``TransferData`` is ``ray.put`` once and every task
+  receives the reference;
   at most ``max_in_flight`` tasks are pending (``ray.wait``), and results are combined with
   ``transfer.svm.combine_units``, so the numbers equal the sequential path exactly
   (``executor="local"`` runs the same units in this process).
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from runtime.parallel import Progress, bounded_map
-from transfer.svm import FoldResults, SVMUnit, TransferData, UnitScore, combine_units, run_unit
+from transfer.svm import FoldResults, SVMUnit, TransferData, UnitScore, combine_units, run_units
 
 __all__ = ["SVMJob", "mfcc_features", "mfcc_shard", "run_svm_units"]
 
@@ -33,31 +34,39 @@ class SVMJob:
         self.units = list(units)
 
 
-def _run_job_unit(item: tuple[int, SVMUnit], datas: tuple[TransferData, ...]) -> UnitScore:
-    k, unit = item
-    return run_unit(unit, datas[k])
+def _run_job_units(item: tuple[int, list[SVMUnit]], datas: tuple[TransferData, ...]) -> list[UnitScore]:
+    k, units = item
+    return run_units(units, datas[k])
 
 
 def run_svm_units(jobs: Sequence[SVMJob], *, executor: str = "ray", max_in_flight: int = 0,
                   progress: bool = False) -> dict[str, dict[str, FoldResults]]:
     """Run every unit of every job; returns job name -> feature set -> ``FoldResults``.
 
+    One task per (job, feature set, test fold): its C values share standardisation and one
+    warm-started solver path (``transfer.svm.run_units``), and a task is large enough that
+    scheduling does not dominate.
+
     Args:
         jobs: the data and units; job names must be unique.
-        executor: ``"ray"`` (one task per unit, cluster-wide) or ``"local"`` (this process).
+        executor: ``"ray"`` (one task per group, cluster-wide) or ``"local"`` (this process).
         max_in_flight: pending Ray tasks at most; 0 = ``default_in_flight()``.
-        progress: show a tqdm bar over units.
+        progress: show a tqdm bar over tasks.
     """
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique, got {names}")
-    flat = [(k, u) for k, job in enumerate(jobs) for u in job.units]
+    groups: dict[tuple[int, str, int], list[SVMUnit]] = {}
+    for k, job in enumerate(jobs):
+        for u in job.units:
+            groups.setdefault((k, u.feature_set, u.test_fold), []).append(u)
+    items = [(key[0], units) for key, units in groups.items()]
     datas = tuple(job.data for job in jobs)
-    results = bounded_map(_run_job_unit, flat, shared=(datas,), executor=executor, max_in_flight=max_in_flight,
-                          progress=Progress("svm units", unit="unit") if progress else None)
+    results = bounded_map(_run_job_units, items, shared=(datas,), executor=executor, max_in_flight=max_in_flight,
+                          progress=Progress("svm (feature set, fold)", unit="task") if progress else None)
     scores: list[list[UnitScore]] = [[] for _ in jobs]
-    for (k, _unit), score in zip(flat, results):
-        scores[k].append(score)
+    for (k, _units), group_scores in zip(items, results):
+        scores[k].extend(group_scores)
     return {job.name: combine_units(job.units, scores[k], job.data) for k, job in enumerate(jobs)}
 
 

@@ -3,7 +3,8 @@
 One row per (network, layer, mapping), named as the paper does (``"N_S, F1, max()"``), with
 the accuracy of every test fold and the mean +- std over folds. Baseline rows (hand-crafted
 features through the same SVM protocol) sit at the top of their task, so every transfer row is
-read against them. The best mean of each task is bold in Markdown.
+read against them. In Markdown, the row of each task with the best *inner-validation* accuracy is
+bold: the "best feature set" is chosen on the training folds only, like C, never by test accuracy.
 
 Units: Markdown shows accuracy in percent (one decimal); CSV and JSON hold fractions in [0, 1]
 at full precision. ``std`` is over folds with ddof=0 (``FoldResults.std``).
@@ -35,6 +36,7 @@ __all__ = [
     "results_csv",
     "results_json",
     "results_markdown",
+    "select_by_inner_validation",
     "transfer_row",
     "transfer_rows",
     "write_results",
@@ -54,11 +56,15 @@ class ResultRow:
     folds: tuple[int, ...]
     accuracies: tuple[float, ...]
     chosen_C: tuple[float, ...] = ()
+    inner_scores: tuple[float, ...] = ()  # per fold, inner-validation accuracy of the chosen C
 
     def __post_init__(self):
         if len(self.folds) != len(self.accuracies) or not self.folds:
             raise ValueError(f"row {self.label!r}: {len(self.folds)} folds but "
                              f"{len(self.accuracies)} accuracies")
+        if self.inner_scores and len(self.inner_scores) != len(self.folds):
+            raise ValueError(f"row {self.label!r}: {len(self.folds)} folds but "
+                             f"{len(self.inner_scores)} inner scores")
 
     @property
     def is_baseline(self) -> bool:
@@ -72,6 +78,11 @@ class ResultRow:
     def std(self) -> float:
         return float(np.std(self.accuracies))
 
+    @property
+    def inner_mean(self) -> float | None:
+        """Mean over test folds of the inner-validation accuracy that chose C (training folds only)."""
+        return float(np.mean(self.inner_scores)) if self.inner_scores else None
+
     def fold_accuracy(self, fold: int) -> float | None:
         return dict(zip(self.folds, self.accuracies)).get(fold)
 
@@ -80,14 +91,21 @@ class ResultRow:
                 "label": self.label, "baseline": self.is_baseline,
                 "per_fold": {str(f): a for f, a in zip(self.folds, self.accuracies)},
                 "chosen_C": {str(f): c for f, c in zip(self.folds, self.chosen_C)},
-                "mean": self.mean, "std": self.std}
+                "inner_scores": {str(f): s for f, s in zip(self.folds, self.inner_scores)},
+                "mean": self.mean, "std": self.std, "inner_mean": self.inner_mean}
+
+
+def _chosen_inner_scores(result: FoldResults) -> tuple[float, ...]:
+    """Per fold, the inner score of the chosen C (the maximum over the grid)."""
+    return tuple(float(max(scores)) for scores in result.inner_scores)
 
 
 def transfer_row(task: str, network: str, result: FoldResults) -> ResultRow:
     """Row for a network representation; ``result.feature_set`` must be a paper name ("F1 max")."""
     return ResultRow(task=task, network=network, feature_set=result.feature_set,
                      label=row_label(network, result.feature_set), folds=result.folds,
-                     accuracies=result.accuracies, chosen_C=result.chosen_C)
+                     accuracies=result.accuracies, chosen_C=result.chosen_C,
+                     inner_scores=_chosen_inner_scores(result))
 
 
 def transfer_rows(task: str, network: str, results: Mapping[str, FoldResults]) -> list[ResultRow]:
@@ -99,7 +117,22 @@ def baseline_row(task: str, name: str, result: FoldResults) -> ResultRow:
     """Row for a hand-crafted baseline, e.g. ``baseline_row("esc50", "MFCC stats", r)``."""
     return ResultRow(task=task, network=BASELINE_NETWORK, feature_set=name,
                      label=f"Baseline, {name}", folds=result.folds, accuracies=result.accuracies,
-                     chosen_C=result.chosen_C)
+                     chosen_C=result.chosen_C, inner_scores=_chosen_inner_scores(result))
+
+
+def select_by_inner_validation(rows: Sequence[ResultRow], network_prefix: str = "") -> ResultRow | None:
+    """The row with the best inner-validation mean (``ResultRow.inner_mean``), or None.
+
+    This is how the "best feature set" is picked: on scores of the training folds only, so the
+    test accuracy shown next to it is not inflated by the choice. Only rows whose network starts
+    with ``network_prefix`` (e.g. ``"N_"``; default: every row) and that carry inner scores take
+    part; ties go to the first such row in ``rows``.
+    """
+    cands = [r for r in rows if r.network.startswith(network_prefix) and r.inner_scores]
+    if not cands:
+        return None
+    best = max(r.inner_mean for r in cands)
+    return next(r for r in cands if r.inner_mean == best)
 
 
 def _by_task(rows: Sequence[ResultRow]) -> dict[str, list[ResultRow]]:
@@ -120,12 +153,16 @@ def _check_unique(rows: Sequence[ResultRow]) -> None:
 
 
 def results_markdown(rows: Sequence[ResultRow], title: str | None = None) -> str:
-    """One Markdown table per task: row name | fold accuracies (%) | mean +- std (%)."""
+    """One Markdown table per task: row name | fold accuracies (%) | mean +- std (%).
+
+    The row chosen by inner validation (``select_by_inner_validation``) is bold, and a line under
+    the table names it with its inner-validation accuracy.
+    """
     _check_unique(rows)
     out = [f"# {title}\n"] if title else []
     for task, task_rows in _by_task(rows).items():
         folds = sorted({f for r in task_rows for f in r.folds})
-        best = max(r.mean for r in task_rows)
+        chosen = select_by_inner_validation(task_rows)
         out.append(f"## {task}\n")
         out.append("| network, layer, mapping | " + " | ".join(f"fold {f}" for f in folds)
                    + " | mean ± std |")
@@ -136,9 +173,13 @@ def results_markdown(rows: Sequence[ResultRow], title: str | None = None) -> str
                 a = r.fold_accuracy(f)
                 cells.append("–" if a is None else f"{100 * a:.1f}")
             summary = f"{100 * r.mean:.1f} ± {100 * r.std:.1f}"
-            if r.mean == best:
+            if r is chosen:
                 summary = f"**{summary}**"
             out.append(f"| {r.label} | " + " | ".join(cells) + f" | {summary} |")
+        if chosen is not None:
+            out.append(f"\nBold: {chosen.label}, the best inner-validation accuracy "
+                       f"({100 * chosen.inner_mean:.1f}%, mean over test folds of the score that chose C on the "
+                       "training folds); test accuracy plays no part in that choice.")
         out.append("")
     return "\n".join(out)
 
@@ -150,7 +191,7 @@ def results_csv(rows: Sequence[ResultRow]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["task", "row", "network", "layer", "mapping", "feature_set", "baseline"]
-               + [f"fold{f}" for f in folds] + ["mean", "std"])
+               + [f"fold{f}" for f in folds] + ["mean", "std", "inner_mean"])
     for task_rows in _by_task(rows).values():
         for r in task_rows:
             if r.is_baseline:
@@ -161,7 +202,7 @@ def results_csv(rows: Sequence[ResultRow]) -> str:
             w.writerow([r.task, r.label, r.network, layer, mapping, r.feature_set,
                         int(r.is_baseline)]
                        + ["" if a is None else repr(a) for a in accs]
-                       + [repr(r.mean), repr(r.std)])
+                       + [repr(r.mean), repr(r.std), "" if r.inner_mean is None else repr(r.inner_mean)])
     return buf.getvalue()
 
 

@@ -5,7 +5,10 @@ the target training folds and reports accuracy on the held-out fold, rotating ov
 folds. What it does not state, and what we fix here:
 
 - features are standardised with statistics of the training folds only;
-- the SVM is scikit-learn's ``LinearSVC`` (one-vs-rest, squared hinge, L2);
+- the SVM is the linear one-vs-rest squared-hinge L2 SVM of scikit-learn's ``LinearSVC`` (same
+  objective, intercept regularised as liblinear does), solved exactly by ``transfer.svm_solver``
+  (finite Newton, warm-started along the C grid), because liblinear stops at ``max_iter``
+  unconverged near the hard-margin end of the grid;
 - C is chosen by an inner cross-validation on the training folds only. The inner splits are the
   training folds themselves (leave-one-training-fold-out), so a source recording, which never
   straddles official folds, never straddles inner splits either. The test fold is never seen
@@ -17,10 +20,11 @@ A unit runs the inner cross-validation for its C and also fits on all training f
 predicts the test fold; ``combine_units`` then picks, per (feature set, test fold), the C with
 the best *inner* score and keeps that unit's test predictions. Test predictions of the other
 C values are computed but never compared, so computing them in the same task does not leak.
-The driver ``ray.put``s one ``TransferData`` and submits one task per unit::
+``run_units`` runs the units of one (feature set, test fold) together, sharing each split's
+standardisation and one warm-started C path; every score equals ``run_unit`` of its unit alone::
 
     units = plan_units(data, c_grid=DEFAULT_C_GRID)
-    scores = [run_unit(u, data) for u in units]          # or: one Ray task each
+    scores = run_units(units, data)                       # or: one Ray task per (set, fold)
     results = combine_units(units, scores, data)          # dict: feature set -> FoldResults
 
 ``evaluate_folds`` / ``evaluate_feature_sets`` run exactly this sequence in-process, so the
@@ -30,16 +34,17 @@ Nothing in this module imports Ray or torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
+
+from transfer.svm_solver import fit_path
 
 __all__ = [
     "DEFAULT_C_GRID",
@@ -54,11 +59,12 @@ __all__ = [
     "inner_splits",
     "plan_units",
     "run_unit",
+    "run_units",
 ]
 
 # Standardised features: C spans "almost constant model" to "nearly hard margin".
 DEFAULT_C_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-# liblinear's default (1000) stops short on 1024-d ESC-50 vectors at the large end of the grid.
+# Cap on Newton steps per binary problem; they take a handful (liblinear needed 5000 iterations).
 DEFAULT_MAX_ITER = 5000
 # Inner scores closer than this count as a tie (then the smallest C wins).
 _TIE_TOLERANCE = 1e-12
@@ -217,19 +223,21 @@ def inner_splits(train_folds: np.ndarray, inner_folds: int | None = None
     return splits
 
 
-def _fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, *,
-                 C: float, seed: int, max_iter: int) -> tuple[np.ndarray, int]:
-    """Standardise on x_train, fit LinearSVC, predict x_eval. Returns (predictions, #warnings)."""
+def _split_predictions(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray,
+                       c_values: Sequence[float], *, max_iter: int
+                       ) -> tuple[list[np.ndarray], list[int]]:
+    """Standardise on x_train once, fit one linear SVM per C, predict x_eval with each.
+
+    Returns (predictions per C, Newton solves that did not converge per C). The solver is the
+    exact finite-Newton path of ``transfer.svm_solver``: one warm-started pass over the C values.
+    """
     if len(np.unique(y_train)) < 2:
         raise ValueError(f"training split has a single class ({np.unique(y_train).tolist()}); "
                          "a classifier cannot be fit. Check labels and folds.")
     scaler = StandardScaler().fit(x_train)
-    svm = LinearSVC(C=C, dual="auto", max_iter=max_iter, random_state=seed)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        svm.fit(scaler.transform(x_train), y_train)
-    n_warn = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return svm.predict(scaler.transform(x_eval)), n_warn
+    path = fit_path(scaler.transform(x_train), y_train, c_values, max_steps=max_iter)
+    z_eval = scaler.transform(x_eval)
+    return [path.predict(k, z_eval) for k in range(len(c_values))], list(path.unconverged)
 
 
 def plan_units(data: TransferData, c_grid: Sequence[float] = DEFAULT_C_GRID, *,
@@ -247,34 +255,59 @@ def plan_units(data: TransferData, c_grid: Sequence[float] = DEFAULT_C_GRID, *,
             for name in names for fold in data.fold_ids for c in grid]
 
 
-def run_unit(unit: SVMUnit, data: TransferData) -> UnitScore:
-    """Inner CV of ``unit.C`` on the training folds, then fit on all of them and predict the test fold.
+def run_units(units: Sequence[SVMUnit], data: TransferData) -> list[UnitScore]:
+    """``run_unit`` for several units at once, scores in the order of ``units``.
 
+    Units that share feature set and test fold share each split's standardisation and one
+    warm-started pass over their C values; every score equals ``run_unit`` of its unit alone.
     The test fold's features and labels are touched only by the final ``predict`` and accuracy;
     the inner CV indexes the training clips alone.
     """
-    x = data.features[unit.feature_set]
+    groups: dict[tuple, list[int]] = {}
+    for i, u in enumerate(units):
+        groups.setdefault((u.feature_set, u.test_fold, u.inner_folds, u.seed, u.max_iter), []).append(i)
+    out: list[UnitScore | None] = [None] * len(units)
+    # Small dense solves: BLAS threads only add overhead and fight the other tasks for cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for (name, test_fold, inner_folds, seed, max_iter), members in groups.items():
+            grid = [units[i].C for i in members]
+            for i, score in zip(members, _run_group(data, name, test_fold, inner_folds, seed, max_iter, grid)):
+                out[i] = dataclasses.replace(score, unit=units[i])
+    return out
+
+
+def _run_group(data: TransferData, name: str, test_fold: int, inner_folds: int | None, seed: int,
+               max_iter: int, grid: Sequence[float]) -> list[UnitScore]:
+    x = data.features[name]
     y, folds = data.labels, data.folds
-    test_mask = folds == unit.test_fold
+    test_mask = folds == test_fold
     if not test_mask.any():
-        raise ValueError(f"test fold {unit.test_fold} has no clips; folds are {data.fold_ids}")
+        raise ValueError(f"test fold {test_fold} has no clips; folds are {data.fold_ids}")
     train_idx = np.flatnonzero(~test_mask)
     test_idx = np.flatnonzero(test_mask)
     x_tr, y_tr = x[train_idx], y[train_idx]
 
-    kw = dict(C=unit.C, seed=unit.seed, max_iter=unit.max_iter)
-    inner_acc, held_out, n_warn = [], [], 0
-    for tr, val, held in inner_splits(folds[train_idx], unit.inner_folds):
-        pred, w = _fit_predict(x_tr[tr], y_tr[tr], x_tr[val], **kw)
-        inner_acc.append(float(np.mean(pred == y_tr[val])))
+    kw = dict(max_iter=max_iter)
+    inner_acc = [[] for _ in grid]
+    held_out, n_warn = [], [0] * len(grid)
+    for tr, val, held in inner_splits(folds[train_idx], inner_folds):
+        preds, warns = _split_predictions(x_tr[tr], y_tr[tr], x_tr[val], grid, **kw)
+        for k, pred in enumerate(preds):
+            inner_acc[k].append(float(np.mean(pred == y_tr[val])))
+            n_warn[k] += warns[k]
         held_out.append(held)
-        n_warn += w
 
-    pred, w = _fit_predict(x_tr, y_tr, x[test_idx], **kw)
-    return UnitScore(unit=unit, inner_accuracies=tuple(inner_acc),
-                     inner_validation_folds=tuple(held_out),
-                     test_accuracy=float(np.mean(pred == y[test_idx])),
-                     test_predictions=pred, n_convergence_warnings=n_warn + w)
+    preds, warns = _split_predictions(x_tr, y_tr, x[test_idx], grid, **kw)
+    return [UnitScore(unit=SVMUnit(name, test_fold, c, inner_folds, seed, max_iter),
+                      inner_accuracies=tuple(inner_acc[k]), inner_validation_folds=tuple(held_out),
+                      test_accuracy=float(np.mean(preds[k] == y[test_idx])), test_predictions=preds[k],
+                      n_convergence_warnings=n_warn[k] + warns[k])
+            for k, c in enumerate(grid)]
+
+
+def run_unit(unit: SVMUnit, data: TransferData) -> UnitScore:
+    """Inner CV of ``unit.C`` on the training folds, then fit on all of them and predict the test fold."""
+    return run_units([unit], data)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +454,7 @@ def evaluate_feature_sets(features: Mapping[str, np.ndarray], labels: np.ndarray
     """
     data = TransferData(features=features, labels=labels, folds=folds, source_ids=source_ids)
     units = plan_units(data, c_grid, inner_folds=inner_folds, seed=seed, max_iter=max_iter)
-    return combine_units(units, [run_unit(u, data) for u in units], data)
+    return combine_units(units, run_units(units, data), data)
 
 
 def evaluate_folds(features: np.ndarray, labels: np.ndarray, folds: np.ndarray,
@@ -437,7 +470,7 @@ def evaluate_folds(features: np.ndarray, labels: np.ndarray, folds: np.ndarray,
         folds: (N,) int fold ids; each fold is the test fold once.
         c_grid: candidate C values, chosen per test fold by inner CV on the training folds.
         inner_folds: ``None`` = leave-one-training-fold-out; k = k grouped inner splits.
-        seed: ``LinearSVC`` random_state (only used by its dual solver).
+        seed: recorded in the units; the exact solver is deterministic and does not use it.
         source_ids: optional (N,) source-recording ids, checked with ``check_fold_isolation``.
         name: feature-set name recorded in the result.
 
