@@ -181,9 +181,8 @@ def fit_adapted(model_url: str, shard_urls: Sequence[str], train_clip_ids: Seque
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from runtime import storage
     from trainer.checkpoint import load_checkpoint
-    from trainer.export import CONFIG, WEIGHTS, export_model, load_exported
+    from trainer.export import export_model, load_exported, read_export_files
 
     if len(set(train_clip_ids)) < cfg.workers:
         raise ValueError(f"{len(set(train_clip_ids))} training clips cannot be shared by {cfg.workers} workers")
@@ -214,7 +213,8 @@ def fit_adapted(model_url: str, shard_urls: Sequence[str], train_clip_ids: Seque
     export_model(export_url, model.eval(), frontend=source.frontend, architecture=model.cfg,
                  vocabulary=target_vocabulary(class_names),
                  training={"network": spec.network, "source_model": model_url, "test_fold": int(test_fold),
-                           "loss": meta["history"][-1]["loss"]})
-    storage.write_text_atomic(storage.join(export_url, META), json.dumps(meta, indent=1))
-    return FitResult(spec, int(test_fold), export_url, json.loads(storage.read_text(storage.join(export_url, CONFIG))),
-                     storage.read_bytes(storage.join(export_url, WEIGHTS)), meta, time.perf_counter() - started)
+                           "loss": meta["history"][-1]["loss"]},
+                 extra_files={META: json.dumps(meta, indent=1).encode()})  # one published version, atomically
+    config, weights, _version = read_export_files(export_url)
+    return FitResult(spec, int(test_fold), export_url, json.loads(config), weights, meta,
+                     time.perf_counter() - started)

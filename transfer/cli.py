@@ -23,8 +23,8 @@ Examples:
   weaksound transfer all --events emb/events --scenes emb/scenes --adapt-variants I --out results/all
 
 The results folder holds results.md / results.csv / results.json (per-fold accuracy, mean +- std,
-chosen C, the exact command), confusion-matrix and per-class-accuracy PNGs of the best feature
-set, semantic.md/.json and PNGs, audioset.md/.json, and adapted weights (safetensors).
+chosen C, the exact command), confusion-matrix and per-class-accuracy PNGs of the feature set
+chosen by inner validation, semantic.md/.json and PNGs, audioset.md/.json, and adapted weights (safetensors).
 An s3:// --out is staged locally and each file uploaded atomically at the end.
 """
 from __future__ import annotations

@@ -49,7 +49,7 @@ class Protocol:
 
     c_grid: tuple[float, ...] = DEFAULT_C_GRID  # candidate C values, chosen by inner CV per test fold
     inner_folds: int | None = None  # None: leave-one-training-fold-out inner CV
-    seed: int = 0  # LinearSVC random_state, t-SNE seed, adaptation seed
+    seed: int = 0  # t-SNE seed, adaptation seed (the SVM solver is exact and uses none)
     feature_sets: tuple[str, ...] | None = None  # None: every set (F1/F2 x max/avg + combinations)
     baseline: bool = True  # MFCC-statistics baseline in the same table
     n_mfcc: int = 20  # baseline: cepstral coefficients
@@ -153,12 +153,11 @@ class TaskResult:
         self.details[f"{row.task}: {row.label}"] = result
 
     def best(self, network_prefix: str = "N_") -> tuple[ResultRow, FoldResults] | None:
-        """The row with the highest mean among network rows (not the baseline)."""
-        cands = [r for r in self.rows if r.network.startswith(network_prefix)]
-        if not cands:
-            return None
-        r = max(cands, key=lambda r: r.mean)
-        return r, self.details[f"{r.task}: {r.label}"]
+        """The network row chosen by inner validation on the training folds (never by test accuracy)."""
+        from transfer.results import select_by_inner_validation
+
+        r = select_by_inner_validation(self.rows, network_prefix)
+        return None if r is None else (r, self.details[f"{r.task}: {r.label}"])
 
 
 def _svm_job(name: str, target: Target, features: dict[str, np.ndarray], proto: Protocol,
