@@ -60,6 +60,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="with --metrics-port: keep serving this long after the job, so that Prometheus scrapes "
                         "the final values (default: %(default)s = two scrapes at the 5 s interval of "
                         "cluster/prometheus/prometheus.yml)")
+    p.add_argument("--val-fraction", type=float, default=job.val_fraction, metavar="F",
+                   help="move this share of the train split's clips to a 'val' split, chosen by a hash of the "
+                        "source recording (else the clip id), so training can select its model and epoch "
+                        "without looking at the eval split; layouts without a 'train' split are left as they "
+                        "are (default: %(default)s = no val split)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
 
 
@@ -116,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
     return PrepConfig(source=spec(**{f.name: getattr(args, f.name) for f in fields(spec)}), out=args.out,
                       shard=shard, executor=args.executor, address=args.address, max_in_flight=args.max_in_flight,
                       progress=not args.no_progress, metrics_port=args.metrics_port,
-                      metrics_linger_s=args.metrics_linger)
+                      metrics_linger_s=args.metrics_linger, val_fraction=args.val_fraction)
 
 
 def _print_summary(summary: PrepSummary) -> None:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from data_prep.pipeline import PrepSummary, run_prep
 from data_prep.prep_metrics import PREP_METRICS
 from data_prep.shards import ShardConfig
 from data_prep.sources.registry import SourceSpec
+from data_prep.validation_split import carve_validation
 from runtime.telemetry import MetricTable, Telemetry
 
-__all__ = ["PrepConfig", "PrepJobSummary", "changed_options", "job_telemetry", "run_prep_job"]
+__all__ = ["PrepConfig", "PrepJobSummary", "changed_options", "job_telemetry", "run_prep_job", "with_validation_split"]
 
 EXECUTORS = ("ray", "local")
 
@@ -55,6 +57,8 @@ class PrepConfig:
         metrics_port: serve Prometheus metrics on 127.0.0.1:PORT; 0 = through Ray's exporter.
         metrics_linger_s: with ``metrics_port``, keep serving this long after the job (two scrapes
             at the 5 s interval of cluster/prometheus/prometheus.yml).
+        val_fraction: share of the ``train`` split moved to a ``val`` split for model selection
+            (by source recording where the layout has one; data_prep/validation_split.py); 0 = none.
     """
 
     source: SourceSpec
@@ -66,8 +70,11 @@ class PrepConfig:
     progress: bool = True
     metrics_port: int = 0
     metrics_linger_s: float = 10.0
+    val_fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if not self.out:
@@ -90,6 +97,7 @@ class PrepConfig:
             ("--max-in-flight", self.max_in_flight, d.max_in_flight),
             ("--metrics-port", self.metrics_port, d.metrics_port),
             ("--metrics-linger", self.metrics_linger_s, d.metrics_linger_s),
+            ("--val-fraction", self.val_fraction, d.val_fraction),
         ]
         argv = ["prep", *self.source.argv(), "--out", self.out]
         return argv + changed_options(options) + ([] if self.progress else ["--no-progress"])
@@ -132,6 +140,14 @@ def job_telemetry(table: MetricTable, *, run: str, executor: str, address: str |
         telemetry.close()
 
 
+def with_validation_split(listing, fraction: float):
+    """``listing`` with ``fraction`` of its ``train`` clips moved to a ``val`` split (unchanged for 0, or
+    when the layout has no ``train`` split, e.g. ESC-50's folds: cross-validation selects there)."""
+    if fraction <= 0 or not any(r.split == "train" for r in listing.records):
+        return listing
+    return dataclasses.replace(listing, records=carve_validation(listing.records, fraction))
+
+
 def run_prep_job(cfg: PrepConfig, *, on_dataset: Callable[[PrepSummary], None] | None = None) -> PrepJobSummary:
     """List the source, then write shards, rejects and manifest of every dataset it yields;
     ``on_dataset`` sees each dataset's summary as soon as it is written."""
@@ -140,6 +156,7 @@ def run_prep_job(cfg: PrepConfig, *, on_dataset: Callable[[PrepSummary], None] |
     with job_telemetry(PREP_METRICS, run=run_name, executor=cfg.executor, address=cfg.address,
                        metrics_port=cfg.metrics_port, linger_s=cfg.metrics_linger_s) as telemetry:
         for listing, out in cfg.source.listings(cfg.out):
+            listing = with_validation_split(listing, cfg.val_fraction)
             summaries.append(run_prep(listing, out, cfg.shard, executor=cfg.executor, address=cfg.address,
                                       max_in_flight=cfg.max_in_flight, progress=cfg.progress,
                                       telemetry=telemetry))

@@ -95,16 +95,24 @@ def test_reporter_prints_on_rank_0_only_and_records_eval_and_checkpoint_time():
     assert "eval" not in epoch_line({k: v for k, v in record.items() if not k.startswith("eval")})
 
 
-def test_run_state_keeps_the_best_finite_eval_map():
+def test_run_state_keeps_the_best_finite_validation_map_and_ignores_eval():
     s = RunState()
-    assert not s.add_epoch({"epoch": 0, "train_loss": 1.0})
-    assert s.add_epoch({"epoch": 1, "eval_mAP": 0.4})
-    assert not s.add_epoch({"epoch": 2, "eval_mAP": math.nan})
-    assert not s.add_epoch({"epoch": 3, "eval_mAP": 0.3})
-    assert s.best == {"mAP": 0.4, "epoch": 1} and len(s.history) == 4
-    assert s.history[2]["eval_mAP"] is None  # stored as strict JSON
+    assert not s.add_epoch({"epoch": 0, "train_loss": 1.0}, select="val")
+    assert s.add_epoch({"epoch": 1, "val_mAP": 0.4, "eval_mAP": 0.1}, select="val")
+    assert not s.add_epoch({"epoch": 2, "val_mAP": math.nan, "eval_mAP": 0.9}, select="val")
+    assert not s.add_epoch({"epoch": 3, "val_mAP": 0.3, "eval_mAP": 0.95}, select="val")
+    assert s.best == {"mAP": 0.4, "epoch": 1, "split": "val"} and len(s.history) == 4
+    assert s.history[2]["val_mAP"] is None  # stored as strict JSON
     scalars = epoch_scalars({"epoch": 3, "lr": 1e-3, "eval_per_class_ap": [0.1], "name": "x"}, s)
     assert scalars == {"epoch": 3, "lr": 1e-3, "best_mAP": 0.4, "best_epoch": 1}
+
+
+def test_without_a_selection_split_no_epoch_is_best_however_good_its_eval_map():
+    s = RunState()
+    assert not s.add_epoch({"epoch": 0, "eval_mAP": 0.9})
+    assert s.best["epoch"] == -1
+    with pytest.raises(ValueError, match="must not choose"):
+        s.add_epoch({"epoch": 1, "eval_mAP": 0.9}, select="eval")
 
 
 def test_an_epoch_save_writes_metrics_best_export_and_a_checkpoint_that_resumes(tmp_path):
@@ -117,13 +125,14 @@ def test_an_epoch_save_writes_metrics_best_export_and_a_checkpoint_that_resumes(
     opt.step()
     vocab = [{"index": 0, "id": "a", "name": "A"}, {"index": 1, "id": "b", "name": "B"}]
     state = RunState(epoch=1, step=20, starts=0)
-    new_best = state.add_epoch({"epoch": 1, "step": 20, "eval_mAP": 0.7})
+    new_best = state.add_epoch({"epoch": 1, "step": 20, "val_mAP": 0.7}, select="val")
     run_dir = str(tmp_path / "run")
-    write_epoch_files(run_dir, cfg, state, model=model, vocabulary=vocab, new_best=new_best)
+    write_epoch_files(run_dir, cfg, state, model=model, vocabulary=vocab, new_best=new_best, select_split="val")
     doc = json.loads((tmp_path / "run" / METRICS_FILE).read_text())
-    assert doc["best"] == {"mAP": 0.7, "epoch": 1} and doc["vocabulary"] == vocab and doc["run"] == "unit"
+    assert doc["best"] == {"mAP": 0.7, "epoch": 1, "split": "val"} and doc["selection_split"] == "val"
+    assert doc["vocabulary"] == vocab and doc["run"] == "unit"
     best = load_exported(run_dir + "/best")
-    assert best.config["training"] == {"epoch": 1, "step": 20, "mAP": 0.7}
+    assert best.config["training"] == {"epoch": 1, "step": 20, "mAP": 0.7, "split": "val"}
     torch.testing.assert_close(best.model.state_dict(), model.state_dict())
 
     checkpoint_writer(cfg, state, model=model, optimizer=opt)(str(tmp_path / "ckpt"))

@@ -1,6 +1,11 @@
 """The training engine shared by N_S training (trainer/loop.py) and network adaptation
 (transfer/adapt_train.py): the step, evaluation, and the per-epoch report with its checkpoint.
 
+Augmentation (trainer/augment.py, off unless an ``AugmentConfig`` asks): mixup on the waveforms and
+label vectors before the front end, SpecAugment on the log-mel features after it, in the train step
+only, from a ``torch.Generator`` the caller seeds (per rank and epoch: :func:`augment_generator`).
+The weight EMA (:func:`make_ema`) is torch's ``AveragedModel`` with buffers, updated after every step.
+
 Loss weighting with variable batch sizes: DDP averages gradients over ranks, so each rank
 scales its summed per-clip loss by ``world_size / clips_in_this_step_on_all_ranks``; the
 gradient is then the mean over every clip of the step, whatever each rank's batch size.
@@ -14,13 +19,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from trainer.config import OptimConfig
+from trainer.augment import mixup, spec_augment
+from trainer.config import AugmentConfig, OptimConfig
 from trainer.distributed import all_gather_rows, all_reduce_sum
 from trainer.losses import per_clip_loss
 from trainer.metrics import clip_metrics, map_by_duration
 
-__all__ = ["DURATION_EDGES_S", "lr_at", "set_lr", "train_step", "evaluate", "report", "jsonable",
-           "quiet_ray_train_reports"]
+__all__ = ["DURATION_EDGES_S", "lr_at", "set_lr", "make_optimizer", "augment_generator", "ema_multi_avg_fn", "make_ema",
+           "ema_weights", "train_step", "evaluate", "report", "jsonable", "quiet_ray_train_reports"]
 
 DURATION_EDGES_S = (0.0, 2.0, 5.0, 10.0, 30.0, float("inf"))  # for mAP by clip duration
 
@@ -42,16 +48,72 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
     return lr
 
 
+def make_optimizer(params, optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam with L2 ``weight_decay`` (the default, as before), or AdamW when ``decoupled_weight_decay``."""
+    kind = torch.optim.AdamW if optim.decoupled_weight_decay else torch.optim.Adam
+    return kind(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+
+
+def augment_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
+    """The augmentation RNG of one rank and epoch: a function of the three alone, so a run resumed
+    from an epoch's checkpoint draws the same masks and mixtures as an uninterrupted one."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + epoch) % 2**63)
+
+
+def ema_multi_avg_fn(decay: float):
+    """``AveragedModel``'s update with a warm-up of the decay: ``min(decay, (1 + n) / (10 + n))`` after
+    ``n`` updates (as TensorFlow's ExponentialMovingAverage with ``num_updates``), so a short run's EMA
+    is not dominated by its first, random-ish weights; beyond ~10/(1-decay) updates it is plain EMA."""
+    @torch.no_grad()
+    def update(ema_params, params, num_averaged) -> None:
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1 - d)
+        else:  # integer buffers (BatchNorm's num_batches_tracked), as torch's own EMA update does
+            for e, p in zip(ema_params, params):
+                e.copy_(e * d + p * (1 - d))
+    return update
+
+
+def make_ema(model: torch.nn.Module, decay: float):
+    """An exponential moving average of ``model``'s parameters and buffers (BatchNorm statistics),
+    with the decay warmed up (:func:`ema_multi_avg_fn`), or None when ``decay`` is 0. Call
+    ``ema.update_parameters(model)`` after each optimizer step."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    return AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def ema_weights(ema_state: dict) -> dict:
+    """The network's own state dict out of an ``AveragedModel`` state dict (drops ``n_averaged``)."""
+    return {k[len("module."):]: v for k, v in ema_state.items() if k.startswith("module.")}
+
+
 def train_step(model, frontend, optimizer, batch: dict, *, world_size: int, loss: str = "weak",
-               grad_clip: float = 0.0) -> torch.Tensor:
+               grad_clip: float = 0.0, augment: AugmentConfig | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """One optimizer step on ``batch`` (``waveform (B, N)``, ``lengths (B,)``, ``targets (B, C)``).
 
+    With ``augment`` enabled (needs ``generator``): mixup of waveforms and label vectors, then
+    SpecAugment on the log-mel features; the loss is taken against the mixed label vectors.
     The forward pass runs under bf16 autocast on CUDA; the loss is float32 (trainer/losses.py).
     Returns the detached per-clip losses ``(B,)``.
     """
     device = next(model.parameters()).device
-    x, n = frontend(batch["waveform"].to(device, non_blocking=True), batch["lengths"].to(device))
-    y = batch["targets"].to(device)
+    wave, lengths, targets = batch["waveform"], batch["lengths"], batch["targets"]
+    augment = augment if augment is not None and augment.enabled else None
+    if augment is not None and generator is None:
+        raise ValueError("augmentation needs a seeded generator (trainer.engine.augment_generator)")
+    if augment is not None and augment.mixup_alpha > 0:
+        wave, lengths, targets = mixup(wave, lengths, targets.float(), alpha=augment.mixup_alpha, generator=generator)
+    x, n = frontend(wave.to(device, non_blocking=True), lengths.to(device))
+    if augment is not None and augment.spec_augment:
+        x = spec_augment(x, n, time_masks=augment.time_masks, time_width=augment.time_width,
+                         freq_masks=augment.mel_masks, freq_width=augment.mel_width, generator=generator)
+    y = targets.to(device)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = model(x, n)
     raw = model.module if hasattr(model, "module") else model

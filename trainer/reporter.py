@@ -16,6 +16,9 @@ __all__ = ["Reporter", "epoch_line"]
 def epoch_line(record: dict) -> str:
     """The one-line summary of an epoch record (rank 0 prints it)."""
     line = f"[trainer] epoch {record['epoch']}: loss {record['train_loss']:.4f}"
+    for key, value in record.items():  # the selection split ("val_mAP"), reported before eval
+        if key.endswith("_mAP") and key != "eval_mAP" and value is not None:
+            line += f", {key[:-len('_mAP')]} mAP {value:.4f}"
     if record.get("eval_mAP") is not None:
         line += (f", eval mAP {record['eval_mAP']:.4f} AUC {record['eval_auc']:.4f} "
                  f"d' {record['eval_d_prime']:.3f}")

@@ -1,5 +1,9 @@
 """A training run's state across epochs and restarts: resume from a checkpoint, and what rank 0
-saves after every epoch (``metrics.json``, the best model's export, the checkpoint)."""
+saves after every epoch (``metrics.json``, the best model's export, the checkpoint).
+
+Model selection is honest: the best epoch is the one with the highest mAP on the *selection* split
+(``val``, carved from the training data by prep ``--val-fraction``), never on the eval split whose
+numbers are reported. Without a selection split no epoch is "best": the run keeps its last epoch."""
 from __future__ import annotations
 
 import json
@@ -30,19 +34,29 @@ class RunState:
     best: dict = field(default_factory=lambda: {"mAP": -1.0, "epoch": -1})
     history: list[dict] = field(default_factory=list)
 
-    def add_epoch(self, record: dict) -> bool:
-        """Append the epoch's record; returns True when its eval mAP is a new best."""
+    def add_epoch(self, record: dict, *, select: str | None = None) -> bool:
+        """Append the epoch's record; returns True when its ``<select>_mAP`` is a new best.
+
+        ``select`` is the selection split (``"val"``; its numbers are the record's ``<select>_*``);
+        ``None`` never selects, and the eval split may not be used for it."""
+        if select == "eval":
+            raise ValueError("the eval split reports numbers; it must not choose the model")
         self.history.append(jsonable(record))
-        m = record.get("eval_mAP")
+        m = record.get(f"{select}_mAP") if select else None
         if m is not None and math.isfinite(m) and m > self.best["mAP"]:
-            self.best = {"mAP": m, "epoch": record["epoch"]}
+            self.best = {"mAP": m, "epoch": record["epoch"], "split": select}
             return True
         return False
 
 
-def resume(checkpoint_dir: str, *, model, optimizer, device) -> RunState:
-    """Model, optimizer and RNG states from ``checkpoint_dir``; the run continues at the next epoch."""
+def resume(checkpoint_dir: str, *, model, optimizer, device, ema=None) -> RunState:
+    """Model, optimizer, weight-EMA and RNG states from ``checkpoint_dir``; the run continues at the next epoch."""
     info = load_checkpoint(checkpoint_dir, model=model, optimizer=optimizer, restore_rng=True, map_location=device)
+    if ema is not None:
+        if "ema" not in info["extra"]:
+            raise ValueError(f"{checkpoint_dir}: the run now asks for a weight EMA, but its checkpoint has none; "
+                             "resume with the same optim.ema_decay or start a new run name")
+        ema.load_state_dict(info["extra"]["ema"])
     c = info["counters"]
     return RunState(epoch=c["epoch"] + 1, step=c["step"], starts=c["starts"] + 1,
                     best=info["extra"]["best"], history=info["extra"]["history"])
@@ -56,20 +70,25 @@ def epoch_scalars(record: dict, state: RunState) -> dict:
 
 
 def write_epoch_files(run_dir: str, cfg: TrainConfig, state: RunState, *, model: torch.nn.Module,
-                      vocabulary: list[dict], new_best: bool) -> None:
-    """``metrics.json`` (every epoch so far) and, on a new best eval mAP, the ``best/`` export."""
+                      vocabulary: list[dict], new_best: bool, select_split: str | None = None) -> None:
+    """``metrics.json`` (every epoch so far) and, on a new best selection-split mAP, the ``best/``
+    export of ``model`` (the evaluated weights: the EMA when the run keeps one)."""
     doc = {"run": cfg.name, "config": asdict(cfg), "epochs": state.history, "best": state.best,
-           "vocabulary": vocabulary}
+           "selection_split": select_split, "vocabulary": vocabulary}
     storage.write_text_atomic(storage.join(run_dir, METRICS_FILE), json.dumps(jsonable(doc), indent=1))
     if new_best:
         export_model(storage.join(run_dir, BEST_DIR), model, frontend=cfg.frontend, architecture=cfg.model,
                      vocabulary=vocabulary, training={"epoch": state.best["epoch"], "step": state.step, **state.best})
 
 
-def checkpoint_writer(cfg: TrainConfig, state: RunState, *, model: torch.nn.Module, optimizer):
-    """A function that saves the run's checkpoint (trainer/checkpoint.py) into a directory."""
+def checkpoint_writer(cfg: TrainConfig, state: RunState, *, model: torch.nn.Module, optimizer, ema=None):
+    """A function that saves the run's checkpoint (trainer/checkpoint.py) into a directory; the
+    weight EMA (an ``AveragedModel``) travels in ``extra["ema"]`` as tensors."""
     def write(directory: str) -> None:
+        extra = {"best": state.best, "history": state.history}
+        if ema is not None:
+            extra["ema"] = ema.state_dict()
         save_checkpoint(directory, model=model, optimizer=optimizer,
                         counters={"epoch": state.epoch, "step": state.step, "starts": state.starts},
-                        config=asdict(cfg), extra={"best": state.best, "history": state.history})
+                        config=asdict(cfg), extra=extra)
     return write
