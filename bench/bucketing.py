@@ -28,7 +28,6 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer.bucketing import BucketBatcher, estimate_duration_bins, padding_fraction, random_batches  # noqa: E402
 from trainer.config import preset  # noqa: E402

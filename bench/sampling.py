@@ -29,7 +29,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainer.batch_plan import BatchingSpec, plan_pass  # noqa: E402
 from trainer.bucketing import estimate_duration_bins  # noqa: E402

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from runtime import storage  # noqa: E402
 from trainer.config import apply_overrides, preset  # noqa: E402

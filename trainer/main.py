@@ -295,8 +295,9 @@ def run(cfg: TrainConfig, *, address: str | None = None, num_cpus: int | None = 
     eval_m = read_manifest(cfg.eval_data) if cfg.eval_data else train_m
     if eval_m.class_ids != train_m.class_ids:
         raise ValueError(f"{cfg.eval_data}: vocabulary differs from {cfg.data}; eval scores would be misaligned")
+    # planned for every epoch of the run: each uses every clip once and all run the same steps
     train_plan = plan_epoch(train_m, cfg.loader.train_split, cfg.loader, cfg.workers, train=True, seed=cfg.seed,
-                            sampling=cfg.loader.sampling)
+                            sampling=cfg.loader.sampling, epochs=cfg.epochs)
     eval_plan = None
     if cfg.loader.eval_split in eval_m.splits:
         eval_plan = plan_epoch(eval_m, cfg.loader.eval_split, cfg.loader, cfg.workers, train=False)

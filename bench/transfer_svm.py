@@ -11,7 +11,7 @@ MFCC baseline features are computed once beforehand (not timed). Printed per fea
 seconds old / new and their ratio, the ratio of CPU seconds (steadier on a shared machine), mean test
 accuracy old / new (percent) and the chosen C values.
 
-    .venv/bin/python bench/transfer.py --embeddings runs/demo/store/embeddings/events \\
+    .venv/bin/python bench/transfer_svm.py --embeddings runs/demo/store/embeddings/events \\
         runs/demo/store/embeddings/scenes
 
 The embeddings folders are what `weaksound embed` writes (the demo's are under
@@ -26,7 +26,6 @@ import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np  # noqa: E402
