@@ -10,13 +10,24 @@ shards are read back through the manifest. One row per fault:
   lost       good clips that did not reach the shards (must be 0)
   told       what the user was told: the reject reason in rejects.jsonl, or the error raised
 
-    .venv/bin/python bench/faults.py [--good 6]
+Process faults (``--processes``, default on) run the real ``python -m data_prep.cli folder`` in
+subprocesses over ``--clips`` good clips: two preps racing for one ``--out``; a moto S3 server paused
+(SIGSTOP, requests hang) and resumed mid-prep; moto killed mid-prep, restarted, the prep re-run; the
+prep driver SIGKILLed at ``--kills`` random points (after a random number of finished shard tasks),
+each followed by a re-run whose output must be byte-identical to an uninterrupted run.
+
+    .venv/bin/python bench/faults.py [--good 6] [--clips 30] [--kills 3] [--seed 0] [--no-processes]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import signal
+import subprocess
 import sys
+import time
 import tarfile
 import tempfile
 import traceback
@@ -33,8 +44,10 @@ from data_prep.pipeline import run_prep  # noqa: E402
 from data_prep.records import ClipRecord, LabelVocab, SourceListing  # noqa: E402
 from data_prep.shards import ShardConfig, ShardError, iter_shard  # noqa: E402
 from data_prep.sources import load_folder  # noqa: E402
-from factories import (BAD_AUDIO, flac_bytes, make_folder_layout, sine, write_bad_audio,  # noqa: E402
-                       write_gnu_sparse_tar, write_hostile_audio, write_tar, write_wav)
+from audio_fixtures import tree_bytes  # noqa: E402
+from factories import (BAD_AUDIO, MotoServer, flac_bytes, make_folder_layout, prep_command, prep_env,  # noqa: E402
+                       race_commands, sine, stored_clip_ids, stored_clip_ids_via, write_bad_audio,
+                       write_folder_dataset, write_gnu_sparse_tar, write_hostile_audio, write_tar, write_wav)
 from runtime import storage  # noqa: E402
 
 VOCAB = LabelVocab(ids=("tone",), names=("Tone",))
@@ -64,7 +77,10 @@ def _one_bad_file(work: Path, good: int, name: str, write) -> tuple[bool, int, s
     write(path)
     records.append(ClipRecord("bad", str(path), ("tone",), "train"))
     out = str(work / "out")
-    summary = run_prep(SourceListing("faults", VOCAB, records, []), out, CFG, executor="local", progress=False)
+    try:
+        summary = run_prep(SourceListing("faults", VOCAB, records, []), out, CFG, executor="local", progress=False)
+    except Exception as error:  # one bad file must never fail the job: every good clip is lost with it
+        return False, good, f"the whole prep failed: {type(error).__name__}: {str(error)[:100]}"
     lost = good - len(_stored_ids(out) & {r.clip_id for r in records[:-1]})
     rejected = [r for r in _rejects(out) if r["clip_id"] == "bad"]
     if rejected:
@@ -87,6 +103,12 @@ def audio_faults(good: int):
         ext = "flac" if kind == "many_channels" else "wav"
         yield kind.replace("_", " "), lambda w, k=kind, e=ext: _one_bad_file(
             w, good, f"{k}.{e}", lambda p: write_hostile_audio(p, k))
+    def damaged_frame(path: Path) -> None:  # the header intact, the first audio frame zeroed
+        data = bytearray(flac_bytes(sine(440.0, 1.0)))
+        data[200:260] = bytes(60)
+        path.write_bytes(bytes(data))
+
+    yield "FLAC with a damaged frame", lambda w: _one_bad_file(w, good, "damaged.flac", damaged_frame)
     yield "longer than max duration", lambda w: _one_bad_file(
         w, good, "long.wav", lambda p: write_wav(p, sine(300.0, CFG.limits.max_duration_s + 5.0)))
 
@@ -105,6 +127,20 @@ def listing_faults():
 
     for reason in ("missing_audio", "unknown_label", "duplicate_id", "bad_csv_row"):
         yield reason.replace("_", " "), lambda w, r=reason: run(w, r)
+
+    def too_long_path(work: Path):
+        write_wav(work / "a.wav", sine(300.0, 0.6))
+        (work / "labels.csv").write_text(f"path,labels\n{'x' * 300}.wav,tone\na.wav,tone\n")
+        try:
+            listing = load_folder(work, work / "labels.csv")
+        except Exception as error:  # one row must never fail the listing
+            return False, 1, f"the whole listing failed: {type(error).__name__}: {error}"
+        out = str(work / "out")
+        run_prep(listing, out, CFG, executor="local", progress=False)
+        told = [r for r in _rejects(out) if r["clip_id"] != "a.wav"]
+        return True, 1 - len(_stored_ids(out)), f"rejected: {told[0]['reason']}" if told else "NOT REPORTED"
+
+    yield "path longer than 255 bytes", too_long_path
 
 
 def _refused(action) -> tuple[bool, str]:
@@ -130,6 +166,14 @@ def output_faults(good: int):
     yield "GNU sparse tar member", lambda w: shard_file(w, write_gnu_sparse_tar)
     yield "duplicate tar member", lambda w: shard_file(
         w, lambda p: write_tar(p, [("k.flac", flac_bytes()), ("k.json", b'{"labels": [0]}'), ("k.flac", flac_bytes())]))
+    def damaged_header(p: Path) -> Path:  # a flipped byte in the first member's header: bad checksum
+        write_tar(p, [("k.flac", flac_bytes()), ("k.json", b'{"labels": [0]}')])
+        data = bytearray(p.read_bytes())
+        data[100] ^= 0xFF
+        p.write_bytes(bytes(data))
+        return p
+
+    yield "tar header checksum damaged", lambda w: shard_file(w, damaged_header)
     yield "negative label index", lambda w: shard_file(
         w, lambda p: write_tar(p, [("k.flac", flac_bytes()), ("k.json", b'{"labels": [-1]}')]))
 
@@ -182,27 +226,143 @@ def output_faults(good: int):
     yield "second prep into one --out", second_writer
 
 
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(nothing)"
+
+
+def _wait_for_indexes(count, proc: subprocess.Popen, at_least: int, timeout_s: float = 300) -> int:
+    deadline = time.time() + timeout_s
+    while (done := count()) < at_least:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the prep ended (exit {proc.returncode}) before {at_least} shard tasks were done")
+        if time.time() > deadline:
+            raise RuntimeError("no shard index appeared")
+        time.sleep(0.02)
+    return done
+
+
+def process_faults(clips: int, kills: int, seed: int):
+    """Real prep processes (local executor) over ``clips`` good clips; each run returns
+    (injected, survived, lost, told)."""
+
+    def dataset(work: Path):
+        csv_path = write_folder_dataset(work / "data", clips)
+        reference = str(work / "reference")
+        subprocess.run(prep_command(csv_path, reference), env=prep_env(), cwd=ROOT, check=True, capture_output=True)
+        return csv_path, reference
+
+    def race(work: Path):
+        csv_path, reference = dataset(work)
+        out = str(work / "out")
+        results = race_commands([prep_command(csv_path, out)] * 2, work / "start", prep_env())
+        codes = sorted(r.returncode for r in results)
+        loser = [r for r in results if r.returncode] or [results[1]]
+        survived = codes == [0, 1] and "is in use by run" in loser[0].stderr and tree_bytes(out) == tree_bytes(reference)
+        return 2, survived, clips - len(set(stored_clip_ids(out))), f"loser exit {loser[0].returncode}: " + \
+            _last_line(loser[0].stderr)
+
+    yield "two preps racing for one --out", race
+
+    def s3_outage(work: Path, kill: bool):
+        csv_path, reference = dataset(work)
+        with MotoServer() as moto:
+            moto.client().create_bucket(Bucket="faults")
+            url, cmd = "s3://faults/out", prep_command(csv_path, "s3://faults/out")
+            proc = subprocess.Popen(cmd, env=moto.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            _wait_for_indexes(lambda: sum(k.endswith(".index.json") for k in moto.keys("faults", "out/shards/")),
+                              proc, 1)
+            if kill:
+                moto.kill()
+            else:
+                moto.pause()
+                time.sleep(3)
+                moto.resume()
+            _, err = proc.communicate(timeout=900)
+            first_rc = proc.returncode
+            if kill:
+                moto.start()  # moto keeps no state across a restart: the bucket comes back empty
+                moto.client().create_bucket(Bucket="faults")
+                rerun = subprocess.run(cmd, env=moto.env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+                survived = first_rc != 0 and f"127.0.0.1:{moto.port}" in err and rerun.returncode == 0
+                told = f"exit {first_rc}, {len(err.splitlines())}-line traceback ending: {_last_line(err)[:150]}; " \
+                       "re-run after restart: exit " + str(rerun.returncode)
+            else:
+                survived = first_rc == 0
+                told = "nothing: requests waited for the server, the prep finished" if first_rc == 0 else \
+                    f"exit {first_rc}: {_last_line(err)}"
+            ids = stored_clip_ids_via(moto.env(), url)
+        expected = set(stored_clip_ids(reference))
+        survived = survived and len(ids) == len(set(ids)) == len(expected)
+        return 1, survived, len(expected - set(ids)), told
+
+    yield "S3 server paused 3 s mid-prep (SIGSTOP/CONT)", lambda w: s3_outage(w, kill=False)
+    yield "S3 server killed mid-prep, restarted, re-run", lambda w: s3_outage(w, kill=True)
+
+    def driver_killed(work: Path):
+        csv_path, reference = dataset(work)
+        tasks = -(-clips // 2)
+        rng = random.Random(seed)
+        points = sorted(rng.sample(range(1, tasks), min(kills, tasks - 1)))
+        survived, lost, told = True, 0, []
+        for i, point in enumerate(points):
+            out = work / f"out{i}"
+            proc = subprocess.Popen(prep_command(csv_path, str(out)), env=prep_env(), cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = _wait_for_indexes(lambda: len(list(out.glob("shards/*.index.json"))), proc, point)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rerun = subprocess.run(prep_command(csv_path, str(out)), env=prep_env(), cwd=ROOT, capture_output=True,
+                                   text=True)
+            got, want = tree_bytes(str(out)) if rerun.returncode == 0 else {}, tree_bytes(reference)
+            same = rerun.returncode == 0 and got == want
+            survived = survived and same
+            extra = sorted(set(got) - set(want))
+            changed = sorted(k for k in want if got.get(k) != want[k])
+            lost = max(lost, clips - len(set(stored_clip_ids(str(out)))) if rerun.returncode == 0 else clips)
+            resumed = next((line.split("; ")[-1] for line in rerun.stdout.splitlines() if "resumed" in line), "")
+            diff = "; ".join(([f"left behind: {', '.join(extra)}"] if extra else [])
+                             + ([f"differs: {', '.join(changed)}"] if changed else []))
+            told.append(f"killed after {done}/{tasks} tasks: re-run {'byte-identical' if same else diff or 'FAILED'}"
+                        + (f" ({resumed.split(' shard')[0]} resumed)" if resumed else ""))
+        return len(points), survived, lost, "; ".join(told)
+
+    yield f"prep driver SIGKILLed at {kills} random points", driver_killed
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--good", type=int, default=6, help="good clips next to each fault (default: %(default)s)")
+    parser.add_argument("--clips", type=int, default=30,
+                        help="good clips in each process-fault prep, 2 per shard task (default: %(default)s)")
+    parser.add_argument("--kills", type=int, default=3, help="random points the prep driver is killed at "
+                                                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill points (default: %(default)s)")
+    parser.add_argument("--no-processes", dest="processes", action="store_false",
+                        help="only the bad-input faults, no subprocesses or S3 server (default: all faults)")
     args = parser.parse_args(argv)
     rows = []
     faults = [*audio_faults(args.good), *listing_faults(), *output_faults(args.good)]
+    if args.processes:
+        faults += list(process_faults(args.clips, args.kills, args.seed))
     for name, run in faults:
         with tempfile.TemporaryDirectory(prefix="weaksound-faults-") as tmp:
             try:
-                survived, lost, told = run(Path(tmp))
+                result = run(Path(tmp))
+                injected, (survived, lost, told) = (1, result) if len(result) == 3 else (result[0], result[1:])
             except Exception as error:  # a crash is a result too
-                survived, lost, told = False, -1, f"CRASH {type(error).__name__}: {str(error)[:80]}"
+                injected, survived, lost, told = 1, False, -1, f"CRASH {type(error).__name__}: {str(error)[:100]}"
                 traceback.print_exc(file=sys.stderr)
-        told = told.replace(f"{tmp}/", "").replace(tmp, "")  # paths relative to the scratch folder
-        rows.append((name, 1, "yes" if survived else "NO", lost, told if len(told) <= 120 else told[:117] + "..."))
+        told = told.replace(f"{tmp}/", "").replace(tmp, "").replace("|", "\\|")  # relative paths; Markdown cells
+        rows.append((name, injected, "yes" if survived else "NO", lost,
+                     told if len(told) <= 240 else told[:237] + "..."))
         print(f"  {name}: {'ok' if survived and lost == 0 else 'FAILED'}", file=sys.stderr, flush=True)
     width = max(len(r[0]) for r in rows)
     print(f"| {'fault':<{width}} | injected | survived | clips lost | what the user was told |")
     print(f"|{'-' * (width + 2)}|----------|----------|------------|------------------------|")
     for name, injected, survived, lost, told in rows:
-        print(f"| {name:<{width}} | {injected:>8} | {survived:>8} | {lost:>10} | {told} |")
+        print(f"| {name:<{width}} | {injected:>8} | {survived:>8} | {lost if lost >= 0 else '?':>10} | {told} |")
     bad = [r for r in rows if r[2] != "yes" or r[3] != 0]
     print(f"\n{len(rows)} faults, {len(rows) - len(bad)} survived with no good clip lost")
     return 1 if bad else 0

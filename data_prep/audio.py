@@ -107,7 +107,10 @@ def read_mono(source, name: str, limits: ValidationLimits) -> tuple[np.ndarray, 
         pieces, got = [], 0
         while want is None or got < want:
             n = block if want is None else min(block, want - got)
-            chunk = f.read(n, dtype="float32", always_2d=True)
+            try:
+                chunk = f.read(n, dtype="float32", always_2d=True)
+            except RuntimeError as error:  # sf.LibsndfileError: the header parsed, a frame does not
+                raise AudioError("unreadable", f"{name}: libsndfile: {error}") from None
             if len(chunk) == 0:
                 break
             pieces.append(to_mono(chunk))
@@ -138,7 +141,10 @@ def decode_bytes(data: bytes, name: str = "<bytes>", limits: ValidationLimits | 
     with f:
         limits.check_header(int(f.samplerate), int(f.channels), name)
         keep = limits.frames_kept(int(f.samplerate))
-        samples = f.read(-1 if keep is None else keep, dtype="float32", always_2d=True)
+        try:
+            samples = f.read(-1 if keep is None else keep, dtype="float32", always_2d=True)
+        except RuntimeError as error:  # sf.LibsndfileError: the header parsed, a frame does not
+            raise AudioError("unreadable", f"{name}: libsndfile: {error}") from None
         return samples, int(f.samplerate)
 
 

@@ -160,6 +160,28 @@ def run_prep_job(cfg: PrepConfig, *, on_dataset: Callable[[PrepSummary], None] |
             summaries.append(run_prep(listing, out, cfg.shard, executor=cfg.executor, address=cfg.address,
                                       max_in_flight=cfg.max_in_flight, progress=cfg.progress,
                                       telemetry=telemetry))
+            write_reference_events(listing, out)
             if on_dataset is not None:
                 on_dataset(summaries[-1])
     return PrepJobSummary(summaries)
+
+
+REFERENCE_EVENTS = "reference_events.tsv"
+
+
+def write_reference_events(listing, out: str) -> int:
+    """For a synthetic dataset, ``<out>/reference_events.tsv``: where the corpus placed every labelled
+    event (DCASE style, ``filename onset offset event_label`` with the clip id as filename and the class
+    name as label). A sidecar for scoring sound-event detection, never read as training labels.
+    Returns the rows written (0 and no file for other layouts)."""
+    from data_prep.sources.synthetic import reference_events
+    from runtime import storage
+
+    if not listing.records or not listing.records[0].audio.startswith("synthetic:"):
+        return 0
+    names = dict(zip(listing.vocab.ids, listing.vocab.names))
+    rows = [f"{r.clip_id}\t{onset:.3f}\t{offset:.3f}\t{names[label]}\n"
+            for r in listing.records for onset, offset, label in reference_events(r)]
+    storage.write_text_atomic(storage.join(out, REFERENCE_EVENTS), "filename\tonset\toffset\tevent_label\n" + "".join(rows))
+    return len(rows)
+

@@ -61,6 +61,7 @@ def run_prep(listing: SourceListing, out_url: str, cfg: ShardConfig, *, executor
     """
     lease = storage.Lease(out_url, owner=f"prep {listing.name} {uuid.uuid4().hex[:8]}", ttl_s=lease_ttl_s)
     with lease:
+        storage.remove_stale_temp_files(out_url)  # a killed run's half-written files; no live writer now
         return _run_prep(listing, out_url, cfg, lease, executor=executor, address=address,
                          max_in_flight=max_in_flight, progress=progress, telemetry=telemetry,
                          extra_manifest=extra_manifest)

@@ -340,6 +340,14 @@ def iter_shard(url: str, decode_audio: bool = True, *, num_classes: int | None =
         if size != expected["bytes"]:
             raise ShardError(f"{url} has {size} bytes, the manifest says {expected['bytes']} "
                              "(truncated or replaced; re-run the prep command to rebuild it)")
+    try:
+        yield from _iter_checked(url, decode_audio, num_classes, expected)
+    except tarfile.TarError as error:  # a header that does not parse: damaged, or not a tar at all
+        raise ShardError(f"{url} is not a readable tar ({error}); re-run the prep command to rebuild it") from None
+
+
+def _iter_checked(url: str, decode_audio: bool, num_classes: int | None, expected: dict | None
+                  ) -> Iterator[ShardSample]:
     with storage.open_url(url, "rb") as f:
         reader = _HashingReader(f)
         count = 0

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import posixpath
 import secrets
 import socket
@@ -122,6 +123,26 @@ def open_url(url: str, mode: str = "rb") -> IO:
 def unique_name(prefix: str = ".tmp-") -> str:
     """A name no other process or run picks: prefix + pid + 64 random bits."""
     return f"{prefix}{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def remove_stale_temp_files(folder_url: str) -> list[str]:
+    """Delete the temporary files (``.tmp-<pid>-<hex>-*``) that a killed writer left under a local folder.
+
+    Call it only while holding the folder's lease: then no live writer can own one of them. S3 needs
+    nothing (an object appears whole or not at all). Returns the paths removed.
+    """
+    if is_remote(folder_url):
+        return []
+    root = local_path(folder_url)
+    stale = re.compile(r"^\.tmp-\d+-[0-9a-f]{16}-")
+    removed = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if stale.match(name):
+                path = os.path.join(folder, name)
+                os.unlink(path)
+                removed.append(path)
+    return removed
 
 
 def write_bytes_atomic(url: str, data: bytes) -> None:
@@ -426,8 +447,15 @@ class Lease:
     def __enter__(self) -> "Lease":
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.release()
+            return
+        try:  # the job already failed: its error is the one to show, not a second one from the release
+            self.release()
+        except Exception as release_error:  # noqa: BLE001
+            logging.getLogger(__name__).warning("could not release the lease of %s: %s", self.folder,
+                                                release_error)
 
 
 def acquire_lease(folder_url: str, owner: str, ttl_s: float = 120.0) -> Lease:

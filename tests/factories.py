@@ -33,9 +33,9 @@ import soundfile as sf
 
 from data_prep.records import ClipRecord
 
-__all__ = ["BAD_AUDIO", "HOSTILE_AUDIO", "SAMPLE_RATE", "make_audioset_layout", "make_clip_record", "make_dcase2016_layout",
+__all__ = ["BAD_AUDIO", "HOSTILE_AUDIO", "MotoServer", "SAMPLE_RATE", "make_audioset_layout", "make_clip_record", "make_dcase2016_layout",
            "make_esc50_layout", "make_folder_layout", "noise", "sine", "write_bad_audio", "write_hostile_audio",
-           "write_wav"]
+           "prep_command", "prep_env", "stored_clip_ids", "write_folder_dataset", "write_wav"]
 
 SAMPLE_RATE = 16000
 
@@ -501,3 +501,170 @@ def write_gnu_sparse_tar(path: str | Path, name: str = "a.flac", real_size: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(header) + b"\x01" * 512 + b"\0" * 9216)
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Process-level faults (see tests/test_faults_processes.py and bench/faults.py): a folder dataset,
+# the `weaksound prep` command line over it, and a moto S3 server that can be paused, killed, restarted
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_folder_dataset(root: str | Path, n_clips: int, sample_rate: int = SAMPLE_RATE) -> Path:
+    """``n_clips`` good tones (1-3 s) under ``root/audio`` and ``root/labels.csv``; returns the CSV."""
+    root = Path(root)
+    rows = ["path,labels"]
+    for i in range(n_clips):
+        write_wav(root / "audio" / f"c{i:03d}.wav", sine(100.0 + 20 * i, 1.0 + i % 3, sample_rate, 0.2), sample_rate)
+        rows.append(f"c{i:03d}.wav,{'low' if i % 2 else 'high;other'}")
+    csv_path = root / "labels.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    return csv_path
+
+
+def prep_command(csv_path: str | Path, out: str, *, executor: str = "local", clips_per_shard: int = 2) -> list[str]:
+    """The `weaksound prep folder` command (as ``python -m data_prep.cli``) over a ``write_folder_dataset``."""
+    import sys
+
+    return [sys.executable, "-m", "data_prep.cli", "folder", "--root", str(Path(csv_path).parent / "audio"),
+            "--csv", str(csv_path), "--out", out, "--sample-rate", "16000", "--clips-per-shard",
+            str(clips_per_shard), "--executor", executor, "--no-progress"]
+
+
+def prep_env(**extra: str) -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO), "RAY_AUTH_MODE": "disabled", **extra}
+
+
+def stored_clip_ids(out: str) -> list[str]:
+    """Every clip id the manifest's shards hold, read back and checked (sizes, sha256), in order."""
+    from data_prep.manifest import read_manifest
+
+    return [s.meta["clip_id"] for s in read_manifest(out).samples(decode_audio=False)]
+
+
+class MotoServer:
+    """A real moto_server on loopback that a test can pause (SIGSTOP: requests hang), resume, kill and
+    restart on the same port (moto keeps no state across a restart: buckets are gone)."""
+
+    def __init__(self, port: int | None = None):
+        import socket
+
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.proc = None
+
+    def env(self) -> dict:
+        return prep_env(AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID="testing",
+                        AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+
+    def start(self) -> "MotoServer":
+        import shutil
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        exe = Path(sys.executable).parent / "moto_server"
+        self.proc = subprocess.Popen([str(exe) if exe.exists() else (shutil.which("moto_server") or "moto_server"),
+                                      "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
+                return self
+            except Exception:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.kill()
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.2)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def pause(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process still dies of SIGKILL, but be plain
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "MotoServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+def stored_clip_ids_via(env: dict, out: str) -> list[str]:
+    """``stored_clip_ids(out)`` read by a fresh process with ``env`` (an S3 endpoint other than this
+    process's: runtime.storage keeps one S3 client per process)."""
+    import json
+    import subprocess
+    import sys
+
+    code = "import json, sys; from factories import stored_clip_ids; print(json.dumps(stored_clip_ids(sys.argv[1])))"
+    done = subprocess.run([sys.executable, "-c", code, out], env={**env, "PYTHONPATH": f"{REPO}:{REPO / 'tests'}"},
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+# Run `weaksound prep` once a start file exists (imports done first): two of these race for real.
+RACE_LAUNCHER = """\
+import os, sys, time
+from data_prep import cli
+start = sys.argv[1]
+open(f"{start}.ready.{os.getpid()}", "w").close()
+while not os.path.exists(start):
+    time.sleep(0.002)
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def race_commands(commands: list[list[str]], start_file: str | Path, env: dict, timeout_s: float = 300):
+    """Start every ``prep_command`` at once (after all imported); returns their CompletedProcess-like results."""
+    import glob
+    import subprocess
+    import sys
+    import time
+
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_LAUNCHER, str(start_file), *cmd[3:]], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in commands]
+    deadline = time.time() + timeout_s
+    while len(glob.glob(f"{start_file}.ready.*")) < len(procs):
+        if time.time() > deadline or any(p.poll() is not None for p in procs):
+            for p in procs:
+                p.kill()
+            raise RuntimeError("a racer did not start: " + " | ".join(p.communicate()[1][-500:] for p in procs))
+        time.sleep(0.01)
+    Path(start_file).touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout_s)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results

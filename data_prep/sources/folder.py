@@ -128,7 +128,7 @@ def load_folder(root: str | os.PathLike, csv_path: str | os.PathLike, *,
             out.reject(row["clip_id"], csv_file, "unknown_label", f"{where}: label(s) {unknown} not in the vocabulary")
             continue
         path = root / row["path"]
-        if not path.is_file():
+        if not os.path.isfile(path):  # False, not OSError, for a name too long for the file system
             out.reject(row["clip_id"], path, "missing_audio", f"{where}: {row['path']} not found under {root}")
             continue
         out.add(ClipRecord(clip_id=row["clip_id"], audio=os.path.abspath(path), labels=row["labels"],
