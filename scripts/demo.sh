@@ -5,5 +5,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+# The local Ray the demo starts uses token authentication (the token is created in ~/.ray/auth_token).
 exec .venv/bin/weaksound demo "$@"
