@@ -301,8 +301,8 @@ def _run_stages(cfg: DemoConfig) -> DemoSummary:
         commands=[shlex.join(["scripts/demo.sh", *cfg.argv()]), "# or stage by stage:", *plan.commands()],
         config=dataclasses.asdict(plan.train), stage_seconds=seconds | {"report": time.perf_counter() - t0},
         notes=[f"Synthetic corpus (seed {cfg.seed}), preset `{cfg.preset}`, {cfg.workers} DDP workers, "
-               f"{cfg.epochs} epochs. Every number below was measured by this run.", "",
-               *detection_notes(detection)]), os.path.join(out, "report"))
+               f"{cfg.epochs} epochs. Every number below was measured by this run."],
+        sections=detection_notes(detection)), os.path.join(out, "report"))
     print(f"\n[demo] done in {time.perf_counter() - started:.0f} s; report: {md} (HTML: {html_path})")
     return DemoSummary(md, html_path, seconds)
 

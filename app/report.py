@@ -27,6 +27,7 @@ class ReportInputs:
     config: dict                               # training configuration
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # Markdown lines placed after the training section
 
 
 def _bar_png(values, names, path, title, ylabel, chance=None) -> None:
@@ -70,9 +71,15 @@ def training_section(run_dir: str, out_dir: str) -> list[str]:
         lines.append(f"| {e['epoch'] + 1} | {_fmt(e.get('train_loss'), 4)} | {_fmt(e.get('eval_mAP'))} | "
                      f"{_fmt(e.get('eval_auc'))} | {_fmt(e.get('eval_d_prime'), 2)} | {_fmt(e.get('clips_per_s'), 1)} | "
                      f"{_fmt(e.get('audio_s_per_s'), 0)} | {_fmt(e.get('data_wait_fraction'), 2)} |")
-    best = doc.get("best", {})
-    lines += ["", f"Best eval mAP {_fmt(best.get('mAP'))} at epoch {best.get('epoch', -1) + 1}; "
-                  f"chance level (mAP of random scores) is about the mean class prevalence.", ""]
+    best = doc.get("best") or {}
+    split = doc.get("selection_split")
+    if split and best.get("epoch", -1) >= 0:
+        chosen = epochs[best["epoch"]] if best["epoch"] < len(epochs) else {}
+        choice = (f"`best/` is epoch {best['epoch'] + 1}, chosen on the `{split}` split (mAP {_fmt(best.get('mAP'))}); "
+                  f"its eval mAP is {_fmt(chosen.get('eval_mAP'))}.")
+    else:
+        choice = "No validation split: no epoch was chosen, the model is the last epoch (eval never chooses)."
+    lines += ["", choice + " Chance level (mAP of random scores) is about the mean class prevalence.", ""]
     if storage.exists(storage.join(run_dir, "curves.png")):
         storage_copy(storage.join(run_dir, "curves.png"), os.path.join(out_dir, "training_curves.png"))
         lines += ["![training and eval curves](training_curves.png)", ""]
@@ -123,10 +130,12 @@ def build_report(inputs: ReportInputs, out_dir: str) -> tuple[str, str]:
     lines = [f"# {inputs.title}", ""]
     lines += inputs.notes + ([""] if inputs.notes else [])
     if inputs.stage_seconds:
+        lines += ["## Stages", ""]
         lines += ["| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in inputs.stage_seconds.items()]
         lines += [f"| total | {sum(inputs.stage_seconds.values()):.0f} |", ""]
     lines += training_section(inputs.run_dir, out_dir)
+    lines += inputs.sections
     for i, (title, folder) in enumerate(inputs.transfer_dirs.items()):
         lines += transfer_section(title, folder, out_dir, f"t{i}")
     lines += ["## Reproduce", "", "```bash", *inputs.commands, "```", "",
