@@ -36,18 +36,33 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the test factories write the bad files
 
 from data_prep.manifest import read_manifest  # noqa: E402
 from data_prep.pipeline import run_prep  # noqa: E402
 from data_prep.records import ClipRecord, LabelVocab, SourceListing  # noqa: E402
 from data_prep.shards import ShardConfig, ShardError, iter_shard  # noqa: E402
 from data_prep.sources import load_folder  # noqa: E402
-from audio_fixtures import tree_bytes  # noqa: E402
-from factories import (BAD_AUDIO, MotoServer, flac_bytes, make_folder_layout, prep_command, prep_env,  # noqa: E402
-                       race_commands, sine, stored_clip_ids, stored_clip_ids_via, write_bad_audio,
-                       write_folder_dataset, write_gnu_sparse_tar, write_hostile_audio, write_tar, write_wav)
+
+
+def _test_helpers(name: str):
+    """The test suite's file factories (tests/<name>.py), loaded by path: the faults are the tests' own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tree_bytes = _test_helpers("audio_fixtures").tree_bytes
+_factories = _test_helpers("factories")
+(BAD_AUDIO, MotoServer, flac_bytes, make_folder_layout, prep_command, prep_env, race_commands, sine,
+ stored_clip_ids, stored_clip_ids_via, write_bad_audio, write_folder_dataset, write_gnu_sparse_tar,
+ write_hostile_audio, write_tar, write_wav) = (getattr(_factories, n) for n in (
+    "BAD_AUDIO", "MotoServer", "flac_bytes", "make_folder_layout", "prep_command", "prep_env", "race_commands",
+    "sine", "stored_clip_ids", "stored_clip_ids_via", "write_bad_audio", "write_folder_dataset",
+    "write_gnu_sparse_tar", "write_hostile_audio", "write_tar", "write_wav"))
 from runtime import storage  # noqa: E402
 
 VOCAB = LabelVocab(ids=("tone",), names=("Tone",))
