@@ -120,6 +120,62 @@ def read_mono(source, name: str, limits: ValidationLimits) -> tuple[np.ndarray, 
     return mono, rate, truncated
 
 
+def stream_mono(source, name: str, rate_out: int, block_seconds: float = 30.0,
+                limits: ValidationLimits | None = None):
+    """Mono float32 blocks of a file at ``rate_out``, decoded and resampled block by block.
+
+    Memory stays at a few blocks whatever the file's length: each block is read, downmixed and
+    resampled with enough neighbouring input on both sides that the seams match resampling the whole
+    file (the polyphase filter is shorter than the context). The header is checked against ``limits``
+    (rate, channels; duration is not bounded). Files libsndfile cannot read go through
+    :func:`decode_bytes` (FFmpeg, bounded in size). Raises AudioError for an empty, silent or
+    non-finite file.
+    """
+    limits = limits or ValidationLimits(min_duration_s=0.0, max_duration_s=0)
+    try:
+        f = sf.SoundFile(source)
+    except Exception:  # noqa: BLE001 - not a libsndfile format: the bounded in-memory FFmpeg path
+        data = source.read(MAX_FFMPEG_INPUT_BYTES + 1) if hasattr(source, "read") else source
+        samples, rate = decode_bytes(data, name, limits)
+        wave = resample(to_mono(samples), rate, rate_out)
+        check_waveform(wave, rate_out, limits, name)
+        yield wave
+        return
+    with f:
+        rate = int(f.samplerate)
+        limits.check_header(rate, int(f.channels), name)
+        up, down = resample_ratio(rate, rate_out) if rate != rate_out else (1, 1)
+        block = max(down, int(block_seconds * rate) // down * down)  # a multiple of down: outputs align
+        context = down * max(1, -(-64 * max(up, down) // (up * down)))  # input samples either side, >= filter
+        previous = np.zeros(0, np.float32)
+        peak, total = 0.0, 0
+
+        def read(n):
+            try:
+                return to_mono(f.read(n, dtype="float32", always_2d=True))
+            except RuntimeError as error:  # the header parsed, a frame does not
+                raise AudioError("unreadable", f"{name}: libsndfile: {error}") from None
+
+        current = read(block)
+        while current.size:
+            following = read(block)
+            if not np.isfinite(current).all():
+                raise AudioError("non_finite", f"{name} has NaN/Inf samples")
+            peak, total = max(peak, float(np.abs(current).max())), total + current.size
+            if up == down == 1:
+                yield current
+            else:
+                left, right = previous[-context:], following[:context]
+                out = resample(np.concatenate([left, current, right]), rate, rate_out)
+                skip = left.size * up // down
+                yield out[skip:skip + -(-current.size * up // down)]
+            previous, current = current, following
+        if total == 0:
+            raise AudioError("empty", f"{name} decodes to 0 samples")
+        if peak == 0.0:
+            raise AudioError("silent", f"{name} is digital silence")
+
+
 def decode_bytes(data: bytes, name: str = "<bytes>", limits: ValidationLimits | None = None
                  ) -> tuple[np.ndarray, int]:
     """(samples as float32 (frames, channels), sample rate). Raises AudioError.

@@ -1,6 +1,6 @@
 """Tagging (`weaksound tag --model URL FILE...`, inference/tag_cli.py): clip-level tags and a segment-level timeline for audio files.
 
-Works for any length, from under a second to hours: the file is decoded once, then scored in
+Works for any length, from under a second to hours: the file is streamed (decoded and resampled block by block) and scored in
 chunks of --chunk-seconds, so memory stays bounded. Chunks overlap by one segment and each
 segment is kept from exactly one chunk, so the timeline has one row per segment of the whole file.
 (The log-mel dB floor, top_db below the maximum, is computed per chunk.)
@@ -63,6 +63,12 @@ class TagResult:
 def tag_waveform(exported, wave: np.ndarray, chunk_seconds: float = TagConfig.chunk_seconds,
                  path: str = "") -> TagResult:
     """Score a mono waveform at the model's rate, chunk by chunk (see module doc)."""
+    return tag_stream(exported, [wave], chunk_seconds, path)
+
+
+def tag_stream(exported, blocks, chunk_seconds: float = TagConfig.chunk_seconds, path: str = "") -> TagResult:
+    """Score consecutive mono blocks at the model's rate (any sizes) as one recording, holding only
+    one chunk plus one segment of audio at a time."""
     import torch
 
     fe, arch = exported.frontend, exported.architecture
@@ -71,38 +77,44 @@ def tag_waveform(exported, wave: np.ndarray, chunk_seconds: float = TagConfig.ch
     seg_samples = arch.segment_frames * fe.hop_length               # samples spanned by one segment's grid
     step = max(hop_samples, int(chunk_seconds * fe.sample_rate) // hop_samples * hop_samples)
     per_chunk = step // hop_samples                                  # segments kept from each chunk
-    scores = []
-    start = 0
     device = next(exported.model.parameters()).device
+    scores, total = [], 0
+    buffer = np.zeros(0, np.float32)
+    blocks = iter(blocks)
+    ended = False
     while True:
-        piece = wave[start:start + step + seg_samples]
+        while not ended and buffer.size < step + seg_samples:  # fill one chunk plus the overlap
+            try:
+                block = next(blocks)
+            except StopIteration:
+                ended = True
+                break
+            total += block.size
+            buffer = np.concatenate([buffer, block.astype(np.float32, copy=False)])
+        piece = buffer[:step + seg_samples]
         x = torch.from_numpy(np.ascontiguousarray(piece))[None].to(device)
         with torch.inference_mode():
             feats, frames = log_mel(x, torch.tensor([piece.size], device=device))
             out = exported.model(feats, frames)
         k = int(out.num_segments[0])
-        last = start + step >= wave.size
+        last = ended and buffer.size <= step
         scores.append(out.segments[0, : k if last else min(k, per_chunk)].float().cpu().numpy())
         if last:
             break
-        start += step
+        buffer = buffer[step:]
     seg = np.concatenate(scores)
-    if exported.architecture.pooling == "max":
-        clip = seg.max(0)
-    else:
-        clip = seg.mean(0)
+    clip = seg.max(0) if arch.pooling == "max" else seg.mean(0)
     starts = np.arange(seg.shape[0]) * hop_samples / fe.sample_rate
     seg_s = ((arch.segment_frames - 1) * fe.hop_length + fe.n_fft) / fe.sample_rate
     names = [v["name"] for v in exported.vocabulary]
-    return TagResult(path, wave.size / fe.sample_rate, clip, seg, starts, seg_s, names)
+    return TagResult(path, total / fe.sample_rate, clip, seg, starts, seg_s, names)
 
 
 def tag_file(exported, path: str, chunk_seconds: float = TagConfig.chunk_seconds) -> TagResult:
-    samples, rate = audio.decode_bytes(storage.read_bytes(path), path)
-    mono = audio.to_mono(samples)
-    audio.check_waveform(mono, rate, audio.ValidationLimits(min_duration_s=0.0), path)
-    wave = audio.resample(mono, rate, exported.frontend.sample_rate)
-    return tag_waveform(exported, wave, chunk_seconds, path)
+    """Tag a file of any length: it is streamed (decoded and resampled block by block), never held whole."""
+    with storage.open_url(path, "rb") as f:
+        blocks = audio.stream_mono(f, path, exported.frontend.sample_rate, block_seconds=chunk_seconds)
+        return tag_stream(exported, blocks, chunk_seconds, path)
 
 
 def write_outputs(result: TagResult, out_dir: str, top_k: int, threshold: float) -> dict[str, str]:
