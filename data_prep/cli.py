@@ -132,9 +132,28 @@ def _print_summary(summary: PrepSummary) -> None:
               f"{summary.out.rstrip('/')}/rejects.jsonl")
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What an unreachable or refused object store raises: told in one line, not a traceback."""
+    from runtime.storage import LeaseHeld
+
+    errors: tuple[type[BaseException], ...] = (LeaseHeld, ConnectionError, TimeoutError, PermissionError)
+    try:
+        from botocore.exceptions import BotoCoreError
+
+        errors += (BotoCoreError,)
+    except ImportError:
+        pass
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(build_parser().parse_args(argv))
-    summary = run_prep_job(cfg, on_dataset=_print_summary)
+    try:
+        summary = run_prep_job(cfg, on_dataset=_print_summary)
+    except _storage_errors() as error:
+        print(f"[prep] error: {type(error).__name__}: {error}", file=sys.stderr)
+        print("[prep] nothing finished is lost: re-run the same command to resume", file=sys.stderr)
+        return 1
     if summary.clips_written == 0:
         print("[prep] error: no usable clip was produced", file=sys.stderr)
         return 1
