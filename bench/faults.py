@@ -27,6 +27,7 @@ import random
 import signal
 import subprocess
 import sys
+import re
 import time
 import tarfile
 import tempfile
@@ -346,6 +347,117 @@ def process_faults(clips: int, kills: int, seed: int):
     yield f"prep driver SIGKILLed at {kills} random points", driver_killed
 
 
+def training_faults(epochs: int = 3):
+    """A Ray Train worker SIGKILLed mid-epoch, and the S3 server holding the checkpoints paused mid-training:
+    the run must finish every epoch once, with every training clip in every epoch."""
+    import json
+    import os
+    import signal
+    import threading
+
+    make_tone_dataset = _test_helpers("test_trainer_data").make_tone_dataset
+
+    def train(tmp: Path, out: str, name: str, on_rank1) -> tuple[int, dict, str]:
+        """Run `weaksound train` in this process; ``on_rank1(progress)`` is polled with rank 1's progress."""
+        import io
+        from contextlib import redirect_stdout
+
+        import ray
+
+        from trainer.main import main as train_main
+
+        data = make_tone_dataset(tmp / "wav", str(tmp / "shards"), n_train=96, n_eval=24, clips_per_shard=20)
+        done = threading.Event()
+
+        def watch():
+            while not done.wait(0.1):
+                if not ray.is_initialized():  # the trainer connects first; ray.get_actor here would init Ray
+                    continue
+                try:
+                    ranks = ray.get(ray.get_actor(f"weaksound-progress-{name}").get.remote(), timeout=5)
+                except Exception:  # noqa: BLE001 - the actor comes and goes with the run
+                    continue
+                if ranks.get(1) and on_rank1(ranks[1]):
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        printed = io.StringIO()
+        try:
+            with redirect_stdout(printed):
+                rc = train_main(["--data", data, "--out", out, "--name", name, "--preset", "cpu-small",
+                                 "--workers", "2", "--epochs", str(epochs), "--no-progress", "--max-failures", "2",
+                                 "--set", "loader.max_crop_s=2.0", "--set", "loader.batch_seconds=16"])
+        finally:
+            done.set()
+            watcher.join(timeout=5)
+            if ray.is_initialized():
+                ray.shutdown()
+        metrics = json.loads(storage.read_text(storage.join(out, name, "metrics.json")))
+        return rc, metrics, printed.getvalue()
+
+    def judge(rc: int, metrics: dict, n_train: int = 96) -> tuple[bool, int]:
+        history = metrics["epochs"]
+        once = [h["epoch"] for h in history] == list(range(epochs))
+        lost = sum(max(0, n_train - int(h["train_clips"])) for h in history) + n_train * (epochs - len(history))
+        return rc == 0 and once, lost
+
+    def worker_killed(tmp: Path):
+        killed: dict = {}
+
+        def kill(r1: dict) -> bool:
+            if r1["epoch"] == 1 and r1["step_in_epoch"] >= max(1, r1["steps_per_epoch"] // 3):
+                os.kill(r1["pid"], signal.SIGKILL)
+                killed.update(r1)
+                return True
+            return False
+
+        rc, metrics, printed = train(tmp, str(tmp / "runs"), "killed", kill)
+        survived, lost = judge(rc, metrics)
+        restarts = [h["start"] for h in metrics["epochs"]]
+        resumed = [re.sub(r"\x1b\[[0-9;]*m|\(RayTrainWorker pid=\d+\)\s*", "", line).strip()
+                   for line in printed.splitlines() if "resumed" in line]
+        told = (f"worker pid {killed.get('pid')} killed at step {killed.get('step_in_epoch')} of epoch 2; "
+                f"the run restarted from the last checkpoint (starts per epoch {restarts}); "
+                + (resumed[0] if resumed else "exit 0")) if killed else "the worker was never killed (run too fast)"
+        return 1 if killed else 0, survived and bool(killed), lost, told
+
+    def s3_paused(tmp: Path):
+        moto = MotoServer().start()
+        saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                "AWS_DEFAULT_REGION")}
+        paused: dict = {}
+        try:
+            os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="testing",
+                              AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+            moto.client().create_bucket(Bucket="faults")
+
+            def pause(r1: dict) -> bool:
+                if r1["epoch"] == 1 and r1["step_in_epoch"] >= 1:
+                    moto.pause()
+                    paused["at"] = r1["step_in_epoch"]
+                    threading.Timer(3.0, moto.resume).start()
+                    return True
+                return False
+
+            rc, metrics, _ = train(tmp, "s3://faults/runs", "s3paused", pause)
+            survived, lost = judge(rc, metrics)
+            told = (f"nothing: S3 paused 3 s in epoch 2 (step {paused.get('at')}); requests waited, "
+                    f"every epoch finished once, checkpoints in S3") if paused else "S3 was never paused (run too fast)"
+            return 1 if paused else 0, survived and bool(paused), lost, told
+        finally:
+            moto.resume()
+            moto.kill()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    yield "training worker SIGKILLed mid-epoch", worker_killed
+    yield "S3 server paused 3 s mid-training (SIGSTOP/CONT)", s3_paused
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--good", type=int, default=6, help="good clips next to each fault (default: %(default)s)")
@@ -356,11 +468,15 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill points (default: %(default)s)")
     parser.add_argument("--no-processes", dest="processes", action="store_false",
                         help="only the bad-input faults, no subprocesses or S3 server (default: all faults)")
+    parser.add_argument("--no-training", dest="training", action="store_false",
+                        help="skip the two Ray Train faults, about a minute each (default: all faults)")
     args = parser.parse_args(argv)
     rows = []
     faults = [*audio_faults(args.good), *listing_faults(), *output_faults(args.good)]
     if args.processes:
         faults += list(process_faults(args.clips, args.kills, args.seed))
+    if args.training:
+        faults += list(training_faults())
     for name, run in faults:
         with tempfile.TemporaryDirectory(prefix="weaksound-faults-") as tmp:
             try:
