@@ -31,6 +31,27 @@ class ShardEntry:
 
 
 @dataclass(frozen=True)
+class ShardRef:
+    """One shard as a manifest lists it: where it is and what it must hold (size, count, sha256)."""
+    url: str
+    num_classes: int
+    expected: dict
+
+    def read(self, decode_audio: bool = True):
+        """Its samples, checked like ``Manifest.read_shard`` (raises ShardError naming the shard)."""
+        from data_prep.shards import iter_shard
+
+        return iter_shard(self.url, decode_audio, num_classes=self.num_classes, expected=self.expected)
+
+
+def read_samples(shard, decode_audio: bool = True):
+    """Samples of a ``ShardRef`` (checked) or of a bare shard URL (format checks only)."""
+    from data_prep.shards import iter_shard
+
+    return shard.read(decode_audio) if isinstance(shard, ShardRef) else iter_shard(shard, decode_audio)
+
+
+@dataclass(frozen=True)
 class Manifest:
     url: str
     dataset: str
@@ -75,6 +96,12 @@ class Manifest:
 
         return iter_shard(storage.child(self.url, entry.name), decode_audio, num_classes=self.num_classes,
                           expected={"bytes": entry.bytes, "num_samples": entry.num_samples, "sha256": entry.sha256})
+
+    def shard_refs(self, split: str | None = None) -> list["ShardRef"]:
+        """Picklable handles of the split's shards that read them with this manifest's checks (for Ray tasks)."""
+        return [ShardRef(storage.child(self.url, e.name), self.num_classes,
+                         {"bytes": e.bytes, "num_samples": e.num_samples, "sha256": e.sha256})
+                for e in self.shards_of(split)]
 
     def samples(self, split: str | None = None, decode_audio: bool = True):
         """Every sample of a split, shard after shard, each shard checked as in ``read_shard``."""

@@ -50,14 +50,14 @@ def adapted_shard_features(shard_url: str, config: dict, weights: bytes, batch_s
     memory (``config``: its config.json, ``weights``: its model.safetensors)."""
     import torch
 
-    from data_prep.shards import iter_shard
+    from data_prep.manifest import read_samples
     from inference.embed import embed_samples
     from trainer.export import exported_from_bytes
 
     if device == "cpu":
         torch.set_num_threads(1)
     exported = exported_from_bytes(config, weights, device)
-    arrays = embed_samples(exported, exported.log_mel(), iter_shard(shard_url), batch_seconds)
+    arrays = embed_samples(exported, exported.log_mel(), read_samples(shard_url), batch_seconds)
     return {k: arrays[k] for k in ("clip_id", "f1_max", "f1_avg", "f2_max", "f2_avg")}
 
 
@@ -154,7 +154,7 @@ def run_adaptation(target, proto, specs: Sequence[AdaptSpec], cfg: AdaptConfig, 
     if bad:
         raise ValueError(f"unknown feature sets {bad}")
     manifest = read_manifest(target.data_url)
-    shard_urls = manifest.shard_urls(target.emb.index.get("split", "all"))
+    shard_urls = manifest.shard_refs(target.emb.index.get("split", "all"))  # reads checked against the manifest
     clip_ids = target.clip_ids
     own_storage = storage_path is None
     storage_path = storage_path or tempfile.mkdtemp(prefix="weaksound-adapt-train-")

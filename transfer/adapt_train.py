@@ -40,13 +40,13 @@ def load_training_clips(shard_urls: Sequence[str], train_ids: Sequence[str], tes
     dropped as soon as their metadata is read; a listed clip that belongs to ``test_fold``, has
     not exactly one label, or is missing from the shards raises ``ValueError``.
     """
-    from data_prep.shards import iter_shard
+    from data_prep.manifest import read_samples
 
     ordered = sorted(set(train_ids))
     mine = set(ordered[rank::world])
     got: dict[str, tuple[np.ndarray, int]] = {}
     for url in shard_urls:
-        for s in iter_shard(url):
+        for s in read_samples(url):
             cid = s.meta["clip_id"]
             if cid not in mine:
                 continue

@@ -70,16 +70,17 @@ def run_svm_units(jobs: Sequence[SVMJob], *, executor: str = "ray", max_in_fligh
     return {job.name: combine_units(job.units, scores[k], job.data) for k, job in enumerate(jobs)}
 
 
-def mfcc_shard(shard_url: str, sample_rate: int, n_mfcc: int = 20, delta_order: int = 1
+def mfcc_shard(shard, sample_rate: int, n_mfcc: int = 20, delta_order: int = 1
                ) -> tuple[list[str], np.ndarray]:
     """(clip ids, (n, D) MFCC statistics) of every clip of one shard, in stored order."""
     from runtime import storage
-    from data_prep.shards import iter_shard
+    from data_prep.manifest import read_samples
     from transfer.baseline import MFCCStats
 
     extractor = MFCCStats(sample_rate, n_mfcc=n_mfcc, delta_order=delta_order)
     ids, rows = [], []
-    for s in iter_shard(shard_url):
+    shard_url = getattr(shard, "url", shard)
+    for s in read_samples(shard):
         if s.meta["sample_rate"] != sample_rate:
             raise ValueError(f"{s.meta['clip_id']} in {shard_url} is at {s.meta['sample_rate']} Hz, "
                              f"the manifest says {sample_rate} Hz")
@@ -98,7 +99,7 @@ def mfcc_features(data_url: str, clip_ids: Sequence[str], *, n_mfcc: int = 20, d
     from data_prep.manifest import read_manifest
 
     manifest = read_manifest(data_url)
-    shard_urls = manifest.shard_urls()
+    shard_urls = manifest.shard_refs()  # each read checked against the manifest (size, sha256, labels)
     found: dict[str, np.ndarray] = {}
 
     def done(_i: int, out: tuple[list[str], np.ndarray]) -> None:
