@@ -377,7 +377,7 @@ def real_jobs_producer(ctx: ProducerContext) -> ProducerReport:
         script = ctx.workdir / "synthetic_complement.py"
         script.write_text(_SYNTHETIC_COMPLEMENT)
         complement = jobs.start("synthetic", [ctx.python, str(script), ctx.ray_address, "live-synthetic"])
-        steps = 24  # epoch 1 must outlast the kill's 2 s wait also on fast cores
+        steps = 120  # epoch 1 must outlast the kill's 2 s wait also on fast cores (24 steps took < 2 s)
         train_env = dict(ctx.env, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.5", RAY_DEDUP_LOGS="0")
         _train_and_kill_a_worker(jobs, [ctx.python, str(REPO / "trainer" / "main.py"), "--data", str(work / "live-source"),
                                         "--out", str(work / "runs"), "--name", "live-train", "--preset", "cpu-small",
