@@ -327,27 +327,33 @@ def _check_meta(url: str, key: str, raw: bytes, num_classes: int | None) -> dict
 
 
 def iter_shard(url: str, decode_audio: bool = True, *, num_classes: int | None = None,
-               expected: dict | None = None) -> Iterator[ShardSample]:
+               expected: dict | None = None, wanted: set[int] | None = None) -> Iterator[ShardSample]:
     """Stream the samples of one shard tar (local or s3://) in stored order, checking what it reads.
 
     ``num_classes``: label indices must lie in 0..num_classes-1 (else only >= 0 is checked).
     ``expected``: the part's manifest/index entry (``bytes``, ``num_samples``, ``sha256``): the size
     is checked before reading and the sample count and sha256 when the tar ends (``Manifest.read_shard``
-    passes both). Raises ShardError (a ValueError) naming the shard.
+    passes both). ``wanted``: only the samples at these stored-order indices are read and yielded (the
+    others' members are still checked by name, type and size) and the read stops after the last of them;
+    it cannot be combined with ``expected``, whose checks need the whole file.
+    Raises ShardError (a ValueError) naming the shard.
     """
+    if wanted is not None and expected is not None:
+        raise ValueError("iter_shard: `wanted` reads part of a shard, `expected` checks all of it; pass one")
     if expected is not None:
         size = storage.size(url)
         if size != expected["bytes"]:
             raise ShardError(f"{url} has {size} bytes, the manifest says {expected['bytes']} "
                              "(truncated or replaced; re-run the prep command to rebuild it)")
     try:
-        yield from _iter_checked(url, decode_audio, num_classes, expected)
+        yield from _iter_checked(url, decode_audio, num_classes, expected, wanted)
     except tarfile.TarError as error:  # a header that does not parse: damaged, or not a tar at all
         raise ShardError(f"{url} is not a readable tar ({error}); re-run the prep command to rebuild it") from None
 
 
-def _iter_checked(url: str, decode_audio: bool, num_classes: int | None, expected: dict | None
-                  ) -> Iterator[ShardSample]:
+def _iter_checked(url: str, decode_audio: bool, num_classes: int | None, expected: dict | None,
+                  wanted: set[int] | None = None) -> Iterator[ShardSample]:
+    last = max(wanted) if wanted else None
     with storage.open_url(url, "rb") as f:
         reader = _HashingReader(f)
         count = 0
@@ -356,11 +362,14 @@ def _iter_checked(url: str, decode_audio: bool, num_classes: int | None, expecte
             seen: set[str] = set()
             for member in tar:
                 key, ext = _check_member(url, member, seen)
-                data = tar.extractfile(member).read()
+                keep = wanted is None or count in wanted
                 entry = pending.setdefault(key, {})
-                entry[ext] = data
+                entry[ext] = tar.extractfile(member).read() if keep else b""
                 if "flac" in entry and "json" in entry:
                     del pending[key]
+                    if not keep:
+                        count += 1
+                        continue
                     meta = _check_meta(url, key, entry["json"], num_classes)
                     try:
                         wave = audio.decode_flac(entry["flac"])[0] if decode_audio else np.zeros(0, np.float32)
@@ -368,6 +377,10 @@ def _iter_checked(url: str, decode_audio: bool, num_classes: int | None, expecte
                         raise ShardError(f"{url}: {key}.flac does not decode ({error})") from None
                     count += 1
                     yield ShardSample(key, wave, meta)
+                    if last is not None and count > last:
+                        return
+            if last is not None:
+                raise ShardError(f"{url}: ended after {count} samples, but sample {last} was asked for")
             if pending:
                 raise ShardError(f"{url}: incomplete samples {sorted(pending)[:5]}")
         if expected is not None:

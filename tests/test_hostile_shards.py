@@ -11,6 +11,7 @@ import os
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data_prep.manifest import read_manifest
@@ -166,3 +167,25 @@ def test_resume_rebuilds_a_part_that_was_deleted_truncated_or_changed(tmp_path, 
     assert summary.shard_tasks_resumed == len(read_manifest(reference).shards) - 1
     assert tree_bytes(damaged) == tree_bytes(reference)
     assert sum(1 for _ in read_manifest(damaged).samples()) == 12
+
+
+def test_the_trainers_selective_reader_applies_the_same_member_checks(tmp_path):
+    from trainer.data import _read_members
+
+    path = write_gnu_sparse_tar(tmp_path / "sparse.tar")
+    with pytest.raises(ShardError, match="not a regular file"):
+        list(_read_members(str(path), {0}, {0: 1.0}, num_classes=2))
+
+
+def test_a_selective_read_yields_only_the_wanted_samples_and_stops_after_the_last(tmp_path):
+    members = []
+    for i in range(4):
+        members += [(f"k{i}.flac", flac_bytes(np.full(1600, 0.1 * (i + 1), np.float32))),
+                    (f"k{i}.json", json.dumps({"clip_id": f"c{i}", "labels": [0], "duration_s": 0.1}).encode())]
+    path = write_tar(tmp_path / "s.tar", members)
+    got = [s.meta["clip_id"] for s in iter_shard(str(path), wanted={1, 2}, num_classes=1)]
+    assert got == ["c1", "c2"]
+    with pytest.raises(ShardError, match="sample 9 was asked for"):
+        list(iter_shard(str(path), wanted={9}))
+    with pytest.raises(ValueError, match="pass one"):
+        list(iter_shard(str(path), wanted={1}, expected={"bytes": 1, "num_samples": 4, "sha256": None}))

@@ -26,15 +26,12 @@ collective per batch).
 
 from __future__ import annotations
 
-import json
-import tarfile
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from data_prep.audio import decode_flac
 from data_prep.manifest import Manifest
 from data_prep.shards import iter_shard
 from runtime import storage
@@ -169,33 +166,17 @@ def _rank_pass(p: PassPlan, rank: int, k: int) -> _RankPass:
     return rp
 
 
-def _read_members(url: str, wanted: set[int], durations: dict[int, float]) -> Iterator[tuple[int, dict]]:
-    """Stream one shard tar; decode only members (stored order index) in ``wanted``; stop after the last."""
-    last = max(wanted)
-    index = 0
-    pending: dict[str, dict[str, bytes]] = {}
-    with storage.open_url(url, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            if not member.isfile() or ext not in ("flac", "json"):  # never read anything else
-                raise ValueError(f"{url}: unexpected member {member.name!r} (shards hold <key>.flac and <key>.json)")
-            entry = pending.setdefault(key, {})
-            entry[ext] = tar.extractfile(member).read() if index in wanted else b""
-            if "flac" in entry and "json" in entry:
-                del pending[key]
-                if index in wanted:
-                    meta = json.loads(entry["json"])
-                    if abs(float(meta["duration_s"]) - durations[index]) > 1e-3:
-                        raise ValueError(f"{url}: sample {index} ({key}) lasts {meta['duration_s']} s but the "
-                                         f"manifest says {durations[index]} s; the manifest does not match the shards")
-                    audio = decode_flac(entry["flac"])[0]
-                    yield index, {"key": key, "audio": audio, "labels": list(meta["labels"]),
-                                  "duration_s": float(meta["duration_s"])}
-                if index == last:
-                    return
-                index += 1
-    raise ValueError(f"{url}: ended after {index} samples but the plan needs sample {last}; "
-                     "the manifest does not match the shards")
+def _read_members(url: str, wanted: set[int], durations: dict[int, float], num_classes: int
+                  ) -> Iterator[tuple[int, dict]]:
+    """Decode only the samples (stored-order index) in ``wanted`` of one shard, through the shards'
+    own checked reader, and stop after the last; each must last what the manifest says."""
+    for index, sample in zip(sorted(wanted), iter_shard(url, num_classes=num_classes, wanted=wanted)):
+        duration = float(sample.meta["duration_s"])
+        if abs(duration - durations[index]) > 1e-3:
+            raise ValueError(f"{url}: sample {index} ({sample.key}) lasts {duration} s but the manifest says "
+                             f"{durations[index]} s; the manifest does not match the shards")
+        yield index, {"key": sample.key, "audio": sample.audio, "labels": list(sample.meta["labels"]),
+                      "duration_s": duration}
 
 
 class ShardStream(IterableDataset):
@@ -283,7 +264,7 @@ class ShardStream(IterableDataset):
             for pos, clip in zip(rows[i:j, 0].astype(np.int64).tolist(), rows[i:j, 3].astype(np.int64).tolist()):
                 members.setdefault(clip - int(starts[shard]), []).append(pos)
             durs = {m: p.clip_durations[int(starts[shard]) + m] for m in members}
-            for member, sample in _read_members(p.shard_urls[shard], set(members), durs):
+            for member, sample in _read_members(p.shard_urls[shard], set(members), durs, p.num_classes):
                 for pos in members[member]:
                     store[pos] = sample
                     missing[batch_of[pos]] -= 1

@@ -14,6 +14,8 @@ Example:
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, fields
 from typing import ClassVar
@@ -30,14 +32,14 @@ __all__ = ["SOURCES", "AudiosetSource", "Dcase2016Source", "Esc50Source", "Folde
 
 
 @dataclass(frozen=True)
-class SourceSpec:
+class SourceSpec(ABC):
     """Base of every source spec: ``name`` is the ``weaksound prep`` sub-command."""
 
     name: ClassVar[str] = ""
 
+    @abstractmethod
     def listings(self, out: str) -> Iterator[tuple[SourceListing, str]]:
         """``(listing, output URL)`` for every dataset this source writes under ``out``."""
-        raise NotImplementedError
 
     def argv(self) -> list[str]:
         """``[name, --option, value, ...]``: every required option, and every other one not at its default."""
