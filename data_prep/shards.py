@@ -282,14 +282,16 @@ def _result_from_index(index: dict, resumed: bool) -> ShardResult:
 
 
 class _HashingReader:
-    """A read-only file wrapper that hashes and counts every byte read through it."""
+    """A read-only file wrapper that counts every byte read through it and hashes them when asked
+    (only a manifest check needs the sha256; training reads skip the cost)."""
 
-    def __init__(self, f):
-        self.f, self.hash, self.count = f, hashlib.sha256(), 0
+    def __init__(self, f, hashing: bool = True):
+        self.f, self.hash, self.count, self.hashing = f, hashlib.sha256(), 0, hashing
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
-        self.hash.update(data)
+        if self.hashing:
+            self.hash.update(data)
         self.count += len(data)
         return data
 
@@ -355,7 +357,7 @@ def _iter_checked(url: str, decode_audio: bool, num_classes: int | None, expecte
                   wanted: set[int] | None = None) -> Iterator[ShardSample]:
     last = max(wanted) if wanted else None
     with storage.open_url(url, "rb") as f:
-        reader = _HashingReader(f)
+        reader = _HashingReader(f, hashing=bool(expected and expected.get("sha256")))
         count = 0
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             pending: dict[str, dict[str, bytes]] = {}
