@@ -129,10 +129,20 @@ class DataConfig:
     #                            replacement, weighted so classes are seen about equally (trainer/sampling.py)
     select_split: str = "val"  # split of the training data that chooses best/ and best_epoch, used when the
     #                            data has it (prep --val-fraction); "" = never select (the last epoch is kept)
+    input: str = "local"  # "local": shards read and decoded inside each Train worker (trainer/data.py);
+    #                       "ray_data": read + decode in Ray Data tasks anywhere in the cluster (trainer/ray_data_input.py)
+    decode_cpus: float = 1.0  # input="ray_data": CPUs reserved per read+decode task
+    decode_concurrency: int = 0  # input="ray_data": read+decode tasks at once at most; 0 = Ray decides
 
     def __post_init__(self):
         if self.sampling not in ("natural", "balanced"):
             raise ValueError(f"sampling must be 'natural' or 'balanced', got {self.sampling!r}")
+        if self.input not in ("local", "ray_data"):
+            raise ValueError(f"input must be 'local' or 'ray_data', got {self.input!r}")
+        if self.input == "ray_data" and self.sampling != "natural":
+            raise ValueError("sampling='balanced' needs input='local': the Ray Data path reads every row once")
+        if self.decode_cpus <= 0 or self.decode_concurrency < 0:
+            raise ValueError("decode_cpus must be > 0 and decode_concurrency >= 0")
         if self.select_split and self.select_split in (self.train_split, self.eval_split):
             raise ValueError(f"select_split {self.select_split!r} must differ from the train and eval splits: "
                              "choosing the model on either would make its reported numbers optimistic")
@@ -216,6 +226,9 @@ class TrainConfig:
     init_from: str = ""  # exported model (folder or s3://) to start from, with a new output layer
     #                      for the vocabulary of --data; "" = random initialisation
     freeze_blocks: int = 0  # with init_from: the lowest N conv blocks stay frozen (weights and BN stats)
+    checkpoint_every_s: float = 600.0  # mid-epoch checkpoint (with the data position) after this many seconds
+    #                                    of training since the last one; 0 = only at epoch ends
+    checkpoint_every_steps: int = 0  # > 0: mid-epoch checkpoint every N optimizer steps instead of by time
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loader: DataConfig = field(default_factory=DataConfig)
@@ -232,6 +245,8 @@ class TrainConfig:
             raise ValueError(f"freeze_blocks must be in 0..{self.model.num_blocks}, got {self.freeze_blocks}")
         if self.freeze_blocks and not self.init_from:
             raise ValueError("freeze_blocks needs init_from: frozen random blocks would never learn")
+        if self.checkpoint_every_s < 0 or self.checkpoint_every_steps < 0:
+            raise ValueError("checkpoint_every_s and checkpoint_every_steps must be >= 0 (0 = off)")
         if self.max_failures < -1:
             raise ValueError(f"max_failures must be >= -1 (-1 = unlimited), got {self.max_failures}")
         left = self.frontend.n_mels // 2**self.model.num_blocks

@@ -56,6 +56,7 @@ _FLAGS = {  # CLI flag -> TrainConfig field (top level)
     "epochs": "epochs", "use_gpu": "use_gpu", "cpus_per_worker": "cpus_per_worker", "seed": "seed",
     "keep_last": "keep_last_k", "max_failures": "max_failures", "init_from": "init_from",
     "freeze_blocks": "freeze_blocks", "loss_target": "loss_target",
+    "checkpoint_every_s": "checkpoint_every_s", "checkpoint_every_steps": "checkpoint_every_steps",
 }
 _SECTION_FLAGS = {  # CLI flag -> (TrainConfig section, field): the recipe beyond the paper, and the loader
     "time_masks": ("augment", "time_masks"), "time_width": ("augment", "time_width"),
@@ -65,6 +66,8 @@ _SECTION_FLAGS = {  # CLI flag -> (TrainConfig section, field): the recipe beyon
     "weight_decay": ("optim", "weight_decay"), "decoupled_weight_decay": ("optim", "decoupled_weight_decay"),
     "ema_decay": ("optim", "ema_decay"), "sampling": ("loader", "sampling"),
     "select_split": ("loader", "select_split"), "steps_per_epoch": ("loader", "steps_per_epoch"),
+    "input": ("loader", "input"), "decode_cpus": ("loader", "decode_cpus"),
+    "decode_concurrency": ("loader", "decode_concurrency"),
 }
 
 
@@ -117,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-blocks", type=int, metavar="N",
                    help="with --init-from: keep the lowest N conv blocks frozen, weights and BatchNorm "
                         "statistics (default: 0)")
+    p.add_argument("--checkpoint-every-s", type=float, metavar="SECONDS",
+                   help="mid-epoch checkpoint holding the data position after this many seconds of training; "
+                        "a killed run resumes from it without repeating or skipping clips; 0 = epoch ends only "
+                        f"(default: {_preset_defaults('checkpoint_every_s')})")
+    p.add_argument("--checkpoint-every-steps", type=int, metavar="N",
+                   help="mid-epoch checkpoint every N optimizer steps instead of by time; 0 = by time "
+                        f"(default: {_preset_defaults('checkpoint_every_steps')})")
+    i = p.add_argument_group("training input")
+    i.add_argument("--input", choices=("local", "ray_data"),
+                   help="local: each Train worker reads and decodes its shards itself; ray_data: Ray Data tasks "
+                        "read and decode anywhere in the cluster (CPU-only nodes too) and stream rows to the "
+                        f"workers; needs --sampling natural (default: {_preset_defaults('input', 'loader')})")
+    i.add_argument("--decode-cpus", type=float, metavar="N",
+                   help=f"with --input ray_data: CPUs per read+decode task "
+                        f"(default: {_preset_defaults('decode_cpus', 'loader')})")
+    i.add_argument("--decode-concurrency", type=int, metavar="N",
+                   help="with --input ray_data: read+decode tasks at once at most, 0 = Ray decides "
+                        f"(default: {_preset_defaults('decode_concurrency', 'loader')})")
     p.add_argument("--steps-per-epoch", type=int, metavar="N",
                    help="optimizer steps per epoch and rank (default: 0 = derived from the manifest)")
     r = p.add_argument_group("recipe beyond the paper (the 'paper' preset keeps every part off)")
