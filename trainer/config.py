@@ -229,6 +229,7 @@ class TrainConfig:
     checkpoint_every_s: float = 600.0  # mid-epoch checkpoint (with the data position) after this many seconds
     #                                    of training since the last one; 0 = only at epoch ends
     checkpoint_every_steps: int = 0  # > 0: mid-epoch checkpoint every N optimizer steps instead of by time
+    clip_log: bool = False  # audit: every rank appends the clip ids of each step to <run>/clip_log/ (JSON lines)
     frontend: FrontEndConfig = field(default_factory=FrontEndConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loader: DataConfig = field(default_factory=DataConfig)

@@ -57,6 +57,7 @@ _FLAGS = {  # CLI flag -> TrainConfig field (top level)
     "keep_last": "keep_last_k", "max_failures": "max_failures", "init_from": "init_from",
     "freeze_blocks": "freeze_blocks", "loss_target": "loss_target",
     "checkpoint_every_s": "checkpoint_every_s", "checkpoint_every_steps": "checkpoint_every_steps",
+    "clip_log": "clip_log",
 }
 _SECTION_FLAGS = {  # CLI flag -> (TrainConfig section, field): the recipe beyond the paper, and the loader
     "time_masks": ("augment", "time_masks"), "time_width": ("augment", "time_width"),
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every-steps", type=int, metavar="N",
                    help="mid-epoch checkpoint every N optimizer steps instead of by time; 0 = by time "
                         f"(default: {_preset_defaults('checkpoint_every_steps')})")
+    p.add_argument("--clip-log", action="store_true", default=None,
+                   help="audit epoch coverage: every rank appends the clip ids of each step (with epoch, step and "
+                        "restart count) to <out>/<name>/clip_log/ as JSON lines (default: off)")
     i = p.add_argument_group("training input")
     i.add_argument("--input", choices=("local", "ray_data"),
                    help="local: each Train worker reads and decodes its shards itself; ray_data: Ray Data tasks "
