@@ -13,8 +13,10 @@ its environment), never through the job definition, which Ray stores and shows i
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 
 # Storage settings the workers need to reach the same object store as the driver. Not secrets.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
@@ -49,9 +51,35 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, *, log_t
     # cleaner also logs "Failed to query Ray Train Controller actor state" every few seconds.
     # The GCS, raylet and object manager bind to the machine's routable address: Ray maps a
     # loopback node address back to it (services.resolve_ip_for_localhost), so the token guards them.
-    ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=True,
-             dashboard_host="127.0.0.1", runtime_env=runtime_env, log_to_driver=log_to_driver)
+    with pinned_gcs_port() as gcs_address:
+        # Ray code inside the cluster that looks the cluster up again (Ray Train V2's placement-group
+        # cleaner queries the State API without an address) must find this one, not the newest Ray
+        # on the machine: with two local instances it would see its own run's controller as gone and
+        # remove the run's placement group, killing a healthy training run.
+        runtime_env["env_vars"]["RAY_ADDRESS"] = gcs_address
+        # address="local": a new instance even when `ray start` left one running on this machine
+        # (ray.init() would join that one silently); pass --address auto to join it.
+        ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING, include_dashboard=True,
+                 dashboard_host="127.0.0.1", runtime_env=runtime_env, log_to_driver=log_to_driver)
     return True
+
+
+@contextlib.contextmanager
+def pinned_gcs_port():
+    """A free port for the GCS of a local Ray started inside the block (Ray reads
+    ``RAY_GCS_SERVER_PORT``); yields its address. The variable is restored afterwards."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = os.environ.get("RAY_GCS_SERVER_PORT")
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if before is None:
+            os.environ.pop("RAY_GCS_SERVER_PORT", None)
+        else:
+            os.environ["RAY_GCS_SERVER_PORT"] = before
 
 
 def default_token_path() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +91,39 @@ def ray_local(s3_endpoint):
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        from runtime.ray_cluster import pinned_gcs_port
+
+        with pinned_gcs_port() as gcs_address:  # Ray Train's cleaner must not look at another local Ray
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+                     runtime_env={"env_vars": {"RAY_ADDRESS": gcs_address}})
     yield ray
     ray.shutdown()
+
+
+def kill_processes_mentioning(*markers: str) -> None:
+    """SIGKILL the processes of the Ray head this test started (and their children), by pid.
+
+    Never `ray stop`: that would also stop every other Ray instance on a shared machine.
+    """
+    table = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                args = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            table[int(p)] = (ppid, args)
+    chosen = {pid for pid, (_, args) in table.items() if any(m in args for m in markers) and pid != os.getpid()}
+    todo = list(chosen)
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, _) in table.items():
+            if ppid == parent and pid not in chosen:
+                chosen.add(pid)
+                todo.append(pid)
+    for pid in chosen:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
