@@ -119,37 +119,8 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_finishes_all_step
     assert [e["start"] for e in epochs] == [0, 1, 1]  # epoch 1 was redone after the restart
 
 
-def _kill_processes_mentioning(*markers: str) -> None:
-    """SIGKILL the processes of the Ray head this test started (and their children), by pid.
-
-    Never `ray stop`: that would also stop every other Ray instance on a shared machine.
-    """
-    table = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                args = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            table[int(p)] = (ppid, args)
-    chosen = {pid for pid, (_, args) in table.items() if any(m in args for m in markers) and pid != os.getpid()}
-    todo = list(chosen)
-    while todo:
-        parent = todo.pop()
-        for pid, (ppid, _) in table.items():
-            if ppid == parent and pid not in chosen:
-                chosen.add(pid)
-                todo.append(pid)
-    for pid in chosen:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def test_ray_job_submit_runs_the_trainer_against_a_head_started_here(tones, tmp_path):
-    from conftest import free_port  # tests/ is on sys.path (conftest.py puts it there)
+    from conftest import free_port, kill_processes_mentioning  # tests/ is on sys.path (conftest.py puts it there)
 
     ray_bin = str(Path(sys.executable).parent / "ray")
     port, dash, client, agent, metrics = (free_port() for _ in range(5))
@@ -173,7 +144,7 @@ def test_ray_job_submit_runs_the_trainer_against_a_head_started_here(tones, tmp_
         assert "[trainer] done" in job.stdout
         assert _metrics(f"{out}/job")["epochs"][0]["step"] == 3
     finally:
-        _kill_processes_mentioning(temp, f":{port} ", f":{port}\n", f"--address=127.0.0.1:{port}")
+        kill_processes_mentioning(temp, f":{port} ", f":{port}\n", f"--address=127.0.0.1:{port}")
         shutil.rmtree(temp, ignore_errors=True)
 
 
