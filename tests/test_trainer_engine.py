@@ -168,3 +168,13 @@ def test_two_ranks_gather_uneven_rows_in_rank_order_and_share_rank_0_buffers():
         assert gathered == [[0.0] * 3] * 2 + [[1.0] * 3] * 3
         assert summed == [2.0, 10.0]
         assert running_mean == [5.0, 5.0]
+
+
+def test_a_gpu_run_reduces_its_cpu_counters_over_gloo_and_its_gradients_over_nccl():
+    # NCCL alone refuses the CPU tensors all_reduce_sum / all_gather_rows exchange every step; this
+    # machine has no GPU, so the mapping is checked here and the GPU run itself is listed as not run.
+    from trainer.distributed import process_group_backend
+
+    per_device = dict(part.split(":") for part in process_group_backend(True).split(","))
+    assert per_device == {"cpu": "gloo", "cuda": "nccl"}
+    assert process_group_backend(False) == "gloo"

@@ -84,11 +84,13 @@ def test_reporter_prints_on_rank_0_only_and_records_eval_and_checkpoint_time():
     r0.evaluated({"mAP": 0.5, "mean_auc": math.nan})
     r0.saved(record, 0.3)
     r0.restarted(epoch=2, step=40)
-    assert printed0 == [epoch_line(record), "[trainer] resumed from epoch 2 (step 40); start #1"]
+    r0.restarted(epoch=3, step=47, step_in_epoch=7)
+    assert printed0 == [epoch_line(record), "[trainer] resumed from the end of epoch 2 (global step 40); start #1",
+                        "[trainer] resumed from epoch 3 at its step 7 (global step 47); start #1"]
     assert "eval mAP 0.5000 AUC 0.7500 d' 1.000" in printed0[0] and "12.0 clips/s" in printed0[0]
     assert _value(tel0, "weaksound_train_eval_map") == 0.5 and _value(tel0, "weaksound_train_eval_auc") == 0.0
     assert _value(tel0, "weaksound_train_checkpoint_seconds_count") == 1
-    assert _value(tel0, "weaksound_train_restarts_total") == 1
+    assert _value(tel0, "weaksound_train_restarts_total") == 2
     r1, _, _, printed1, _ = _reporter(rank=1)
     r1.saved(record, 0.3)
     assert printed1 == []
@@ -136,7 +138,8 @@ def test_an_epoch_save_writes_metrics_best_export_and_a_checkpoint_that_resumes(
     torch.testing.assert_close(best.model.state_dict(), model.state_dict())
 
     checkpoint_writer(cfg, state, model=model, optimizer=opt)(str(tmp_path / "ckpt"))
-    assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["counters"] == {"epoch": 1, "step": 20, "starts": 0}
+    assert load_checkpoint(tmp_path / "ckpt", restore_rng=False)["counters"] == {"epoch": 1, "step": 20, "starts": 0,
+                                                                              "step_in_epoch": 0}
     fresh = WeakLabelCNN(cfg.model, cfg.frontend.n_mels)
     fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
     again = resume(str(tmp_path / "ckpt"), model=fresh, optimizer=fresh_opt, device="cpu")

@@ -84,10 +84,10 @@ def _stream_batches(positions: np.ndarray, durations: np.ndarray, spec: Batching
         if b is not None:
             out.append(np.array([(e.item, e.offset_s, e.duration_s) for e in b], dtype=np.float64))
     out += [np.array([(e.item, e.offset_s, e.duration_s) for e in b], dtype=np.float64) for b in batcher.flush()]
-    return _merge_single_clip_batches(out, spec)
+    return merge_single_clip_batches(out, spec)
 
 
-def _merge_single_clip_batches(batches: list[np.ndarray], spec: BatchingSpec) -> list[np.ndarray]:
+def merge_single_clip_batches(batches: list[np.ndarray], spec: BatchingSpec) -> list[np.ndarray]:
     """No one-clip batch in a stream (flushed partial buckets are where they come from).
 
     A training batch of one short clip has one value per channel at F1's BatchNorm, which cannot

@@ -133,6 +133,9 @@ class DataConfig:
     #                       "ray_data": read + decode in Ray Data tasks anywhere in the cluster (trainer/ray_data_input.py)
     decode_cpus: float = 1.0  # input="ray_data": CPUs reserved per read+decode task
     decode_concurrency: int = 0  # input="ray_data": read+decode tasks at once at most; 0 = Ray decides
+    decode_nodes: str = ""  # input="ray_data": node label "key=value" (`ray start --labels`, a KubeRay group's
+    #                         labels): read+decode tasks run only on nodes carrying it, the Train workers only on
+    #                         nodes without it; "" = both anywhere
 
     def __post_init__(self):
         if self.sampling not in ("natural", "balanced"):
@@ -143,6 +146,13 @@ class DataConfig:
             raise ValueError("sampling='balanced' needs input='local': the Ray Data path reads every row once")
         if self.decode_cpus <= 0 or self.decode_concurrency < 0:
             raise ValueError("decode_cpus must be > 0 and decode_concurrency >= 0")
+        if self.decode_nodes:
+            key, sep, value = self.decode_nodes.partition("=")
+            if not (sep and key and value) or any(c.isspace() or c in "=!()," for c in key + value):
+                raise ValueError(f"decode_nodes must be one node label key=value (e.g. node-group=cpu-data), "
+                                 f"got {self.decode_nodes!r}")
+            if self.input != "ray_data":
+                raise ValueError("decode_nodes places Ray Data's read+decode tasks: it needs input='ray_data'")
         if self.select_split and self.select_split in (self.train_split, self.eval_split):
             raise ValueError(f"select_split {self.select_split!r} must differ from the train and eval splits: "
                              "choosing the model on either would make its reported numbers optimistic")
@@ -246,6 +256,8 @@ class TrainConfig:
             raise ValueError(f"freeze_blocks must be in 0..{self.model.num_blocks}, got {self.freeze_blocks}")
         if self.freeze_blocks and not self.init_from:
             raise ValueError("freeze_blocks needs init_from: frozen random blocks would never learn")
+        if self.clip_log and "://" in self.out and not self.out.startswith("file://"):
+            raise ValueError("clip_log writes <run>/clip_log/ on local disk: use a local --out or drop --clip-log")
         if self.checkpoint_every_s < 0 or self.checkpoint_every_steps < 0:
             raise ValueError("checkpoint_every_s and checkpoint_every_steps must be >= 0 (0 = off)")
         if self.max_failures < -1:

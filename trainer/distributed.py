@@ -9,7 +9,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["all_reduce_sum", "all_gather_rows", "broadcast_buffers"]
+__all__ = ["all_reduce_sum", "all_gather_rows", "broadcast_buffers", "process_group_backend"]
+
+
+def process_group_backend(use_gpu: bool) -> str:
+    """The torch.distributed backend of a training run: gloo on CPU; on GPU, NCCL for CUDA tensors
+    (DDP's gradients) *and* gloo for CPU tensors, because the counters, meters and clip ids these
+    helpers reduce live on the CPU, and an NCCL-only group refuses CPU tensors."""
+    return "cpu:gloo,cuda:nccl" if use_gpu else "gloo"
 
 
 def all_reduce_sum(values: list[float], world_size: int) -> list[float]:

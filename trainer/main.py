@@ -67,8 +67,8 @@ _SECTION_FLAGS = {  # CLI flag -> (TrainConfig section, field): the recipe beyon
     "weight_decay": ("optim", "weight_decay"), "decoupled_weight_decay": ("optim", "decoupled_weight_decay"),
     "ema_decay": ("optim", "ema_decay"), "sampling": ("loader", "sampling"),
     "select_split": ("loader", "select_split"), "steps_per_epoch": ("loader", "steps_per_epoch"),
-    "input": ("loader", "input"), "decode_cpus": ("loader", "decode_cpus"),
-    "decode_concurrency": ("loader", "decode_concurrency"),
+    "input": ("loader", "input"), "decode_cpus": ("loader", "decode_cpus"), "pooling": ("model", "pooling"),
+    "decode_concurrency": ("loader", "decode_concurrency"), "decode_nodes": ("loader", "decode_nodes"),
 }
 
 
@@ -105,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"CPUs reserved per worker (default: {_preset_defaults('cpus_per_worker')})")
     p.add_argument("--seed", type=int, help=f"base random seed (default: {_preset_defaults('seed')})")
     p.add_argument("--keep-last", type=int, metavar="K",
-                   help=f"checkpoints kept, best-by-mAP model is exported to best/ as well "
+                   help=f"checkpoints kept, mid-epoch ones included; the latest is what a restart and the final "
+                        f"export use, and the model chosen on the validation split is exported to best/ as well "
                         f"(default: {_preset_defaults('keep_last_k')})")
     p.add_argument("--max-failures", type=int, metavar="N",
                    help=f"worker-group restarts from the last checkpoint, -1 = unlimited "
                         f"(default: {_preset_defaults('max_failures')})")
+    p.add_argument("--pooling", choices=("avg", "max"),
+                   help="global pooling of the segment outputs into the clip output: avg (the released model's) or "
+                        "max, the paper's two options; on the real-audio kit max won on the validation split "
+                        f"(default: {_preset_defaults('pooling', 'model')})")
     p.add_argument("--loss-target", choices=("weak", "slat"),
                    help="what the loss scores: weak = the pooled clip output against the clip labels (N_S); "
                         "slat = every segment output against its clip's labels, the paper's strong-label "
@@ -142,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--decode-concurrency", type=int, metavar="N",
                    help="with --input ray_data: read+decode tasks at once at most, 0 = Ray decides "
                         f"(default: {_preset_defaults('decode_concurrency', 'loader')})")
+    i.add_argument("--decode-nodes", metavar="KEY=VALUE",
+                   help="with --input ray_data: a Ray node label (`ray start --labels node-group=cpu-data`, or a "
+                        "KubeRay worker group's labels); read+decode tasks run only on nodes carrying it and the "
+                        "Train workers only on nodes without it (default: none, both anywhere)")
     p.add_argument("--steps-per-epoch", type=int, metavar="N",
                    help="optimizer steps per epoch and rank (default: 0 = derived from the manifest)")
     r = p.add_argument_group("recipe beyond the paper (the 'paper' preset keeps every part off)")
@@ -355,11 +364,20 @@ def _fit_and_export(cfg: TrainConfig, run_dir: str, lease, *, train_m, train_pla
     from runtime.ray_cluster import ensure_ray
     from trainer.checkpoint import load_checkpoint
     from trainer.engine import ema_weights
+    from trainer.distributed import process_group_backend
     from trainer.export import export_model
     from trainer.loop import METRICS_FILE, train_loop_per_worker
     from trainer.model import WeakLabelCNN
+    from trainer.ray_data_input import build_train_dataset, check_decode_capacity, decode_options, worker_label_selector
 
     ensure_ray(address, num_cpus=num_cpus)
+    datasets = None
+    if cfg.loader.input == "ray_data":  # read + decode in Ray Data tasks; the workers get streaming splits
+        print("[trainer] " + check_decode_capacity(ray.nodes(), workers=cfg.workers,
+                                                   cpus_per_worker=cfg.cpus_per_worker, loader=cfg.loader),
+              flush=True)
+        # every epoch re-executes it (the workers re-iterate their shard), in a new file order each time
+        datasets = {"train": build_train_dataset(train_plan, seed=cfg.seed, **decode_options(cfg.loader))}
     actor_name = f"weaksound-progress-{cfg.name}"  # one live run per name (the storage is shared too)
     actor = _progress_actor_class().options(name=actor_name).remote()
     vocabulary = [{"index": v["index"], "id": v["id"], "name": v["name"]} for v in train_m.vocabulary]
@@ -372,8 +390,10 @@ def _fit_and_export(cfg: TrainConfig, run_dir: str, lease, *, train_m, train_pla
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                               resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+                                               resources_per_worker={"CPU": cfg.cpus_per_worker},
+                                               label_selector=worker_label_selector(cfg.loader)),
+        datasets=datasets,
+        torch_config=TorchConfig(backend=process_group_backend(cfg.use_gpu)),
         run_config=ray.train.RunConfig(
             name=cfg.name, storage_path=storage_path, storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),

@@ -1,4 +1,5 @@
-"""What one rank measures during an epoch, and the epoch's totals over every rank."""
+"""What one rank measures during an epoch, and the epoch's totals over every rank; the running sums
+travel in a mid-epoch checkpoint (:meth:`EpochMeter.gather`, :meth:`EpochMeter.from_row`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,6 +32,22 @@ class EpochMeter:
         self.step_s += step_s
         self.steps += 1
         self.last_loss = batch_loss / per_clip.shape[0]
+
+    FIELDS = ("loss_sum", "clips", "audio_s", "wait_s", "step_s", "steps", "last_loss")
+
+    def gather(self, world_size: int) -> list[list[float]]:
+        """Every rank's running sums, in rank order (collective), for a mid-epoch checkpoint."""
+        row = torch.tensor([[float(getattr(self, f)) for f in self.FIELDS]], dtype=torch.float64)
+        return all_gather_rows(row, world_size).tolist()
+
+    @classmethod
+    def from_row(cls, row: list[float] | None) -> EpochMeter:
+        """A rank's meter continued from its row of :meth:`gather` (a fresh one for None)."""
+        if row is None:
+            return cls()
+        values = dict(zip(cls.FIELDS, row))
+        values["clips"], values["steps"] = int(values["clips"]), int(values["steps"])
+        return cls(**{k: (float("nan") if v is None else v) for k, v in values.items()})
 
     @property
     def mean_loss(self) -> float:

@@ -55,9 +55,11 @@ class Reporter:
         if self.rank == 0:
             self.log(line)
 
-    def restarted(self, epoch: int, step: int) -> None:
+    def restarted(self, epoch: int, step: int, step_in_epoch: int = 0) -> None:
+        """After a resume: ``epoch`` is the checkpoint's; mid-epoch when ``step_in_epoch`` > 0."""
         self.tel.counter("weaksound_train_restarts_total").inc(1)
-        self.say(f"[trainer] resumed from epoch {epoch} (step {step}); start #{self.starts}")
+        where = f"epoch {epoch} at its step {step_in_epoch}" if step_in_epoch else f"the end of epoch {epoch}"
+        self.say(f"[trainer] resumed from {where} (global step {step}); start #{self.starts}")
 
     def step(self, meter: EpochMeter, *, epoch: int, step_in_epoch: int, steps_in_epoch: int, global_step: int,
              lr: float, step_s: float) -> bool:
@@ -83,6 +85,13 @@ class Reporter:
     def evaluated(self, eval_result: dict) -> None:
         self.tel.gauge("weaksound_train_eval_map").set(_finite_or_zero(eval_result["mAP"]))
         self.tel.gauge("weaksound_train_eval_auc").set(_finite_or_zero(eval_result["mean_auc"]))
+
+    def step_saved(self, *, epoch: int, step_in_epoch: int, global_step: int, seconds: float) -> None:
+        """After a mid-epoch checkpoint (rank 0 wrote it)."""
+        if self.rank == 0:
+            self.tel.histogram("weaksound_train_checkpoint_seconds").observe(seconds)
+        self.say(f"[trainer] mid-epoch checkpoint: epoch {epoch} step {step_in_epoch} (global step {global_step}), "
+                 f"{seconds:.1f} s")
 
     def saved(self, record: dict, seconds: float) -> None:
         """After the epoch's report: checkpoint time (rank 0 wrote it) and the epoch line."""
