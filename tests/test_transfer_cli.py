@@ -66,7 +66,9 @@ def test_events_task_on_ray_writes_the_paper_table_with_the_baseline_and_plots(t
     assert table[0] == "| network, layer, mapping | fold 1 | fold 2 | fold 3 | mean ± std |"
     assert table[1].startswith("| Baseline, MFCC stats |")  # read every row against it
     assert any(line.startswith("## events: tiny-events (transductive)") for line in md)
-    assert (out / "results.csv").read_text().count("\n") == 1 + 10  # header + 9 sets + baseline
+    assert (out / "results.csv").read_text().count("\n") == 1 + 12  # header + 9 sets + baseline + 2 fused
+    # the fused rows: the headline and the richest set, each joined with the MFCC statistics
+    assert {"N_S + MFCC, F1, max()", "N_S + MFCC, F1+F2, max()+avg()"} <= set(rows)
 
     doc = json.loads((out / "results.json").read_text())
     # the recorded command is the config's rendering: it reproduces this very run
@@ -85,7 +87,7 @@ def test_ray_units_give_exactly_the_sequential_result(tiny, tmp_path, ray_local)
     assert main(common + ["--executor", "local", "--out", str(tmp_path / "local")]) == 0
     a = json.loads((tmp_path / "ray" / "results.json").read_text())["details"]
     b = json.loads((tmp_path / "local" / "results.json").read_text())["details"]
-    assert sorted(a) == sorted(b) and len(a) == 4  # 3 sets + the baseline
+    assert sorted(a) == sorted(b) and len(a) == 5  # 3 sets + the baseline + F1 max fused with it
     for label in a:
         for key in ("accuracies", "chosen_C", "inner_scores", "inner_validation_folds", "predictions"):
             assert a[label][key] == b[label][key], (label, key)
@@ -159,8 +161,8 @@ def test_all_runs_every_task_whose_data_is_given(tiny, source_emb, tmp_path, ray
                  "--feature-sets", "F1_max,F2_avg", "--c-grid", "0.1,1", "--out", str(out), "--no-progress"]) == 0
     md = (out / "results.md").read_text()
     assert "## events: tiny-events (transductive)" in md and "## scenes: tiny-events (inductive)" in md
-    assert len(_rows(out)) == 3  # the same labels in both sections: 2 sets + baseline ...
-    assert len(json.loads((out / "results.json").read_text())["rows"]) == 6  # ... per task
+    assert len(_rows(out)) == 4  # the same labels in both sections: 2 sets + baseline + F1 max fused ...
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 8  # ... per task
     for task in ("events", "scenes"):
         for suffix in ("confusion", "per_class_accuracy", "tsne", "top_sources", "similarity"):
             assert _is_png(out / f"{task}_{suffix}.png"), (task, suffix)
@@ -175,7 +177,7 @@ def test_all_infers_the_task_of_one_embeddings_folder_and_adapts_it_when_asked(t
     assert main(["all", "--embeddings", tiny["embeddings"], "--adapt-variants", "I", "--folds", "1", "--epochs", "1",
                  "--feature-sets", "F1_max", "--c-grid", "1", "--out", str(out), "--no-progress"]) == 0
     rows = _rows(out)
-    assert sorted(rows) == ["Baseline, MFCC stats", "N_S, F1, max()", "N_T^I, F1, max()"]
+    assert sorted(rows) == ["Baseline, MFCC stats", "N_S + MFCC, F1, max()", "N_S, F1, max()", "N_T^I, F1, max()"]
     assert list(rows["N_S, F1, max()"]["per_fold"]) == ["1", "2", "3"]
     assert list(rows["N_T^I, F1, max()"]["per_fold"]) == ["1"]  # --folds restricts the adaptation only
     assert (out / "adapted/events/N_T-I/fold1/model.safetensors").is_file()
@@ -239,3 +241,23 @@ def test_the_rendered_command_parses_back_to_the_same_config():
         argv = shlex.split(cfg.command())
         assert argv[:3] == ["weaksound", "transfer", cfg.task]
         assert config_from_args(parser.parse_args(argv[2:])) == cfg, argv
+
+
+def test_a_fused_row_joins_the_network_set_with_the_mfcc_statistics_and_can_be_turned_off(tiny, tmp_path):
+    from transfer.experiments import BASELINE_NAME, Protocol, Target, baseline_features, fused_features
+
+    target = Target.load("events", tiny["embeddings"])
+    proto = Protocol(executor="local", progress=False)
+    net = target.network_features(["F1 max", "F2 avg", "F1+F2 max+avg"])
+    mfcc = baseline_features(target, proto)
+    fused = fused_features(net, mfcc)
+    assert sorted(fused) == ["F1 max + MFCC", "F1+F2 max+avg + MFCC"]  # F2 avg is not a fused set
+    assert np.array_equal(fused["F1 max + MFCC"], np.concatenate([net["F1 max"], mfcc], axis=1))
+    assert BASELINE_NAME not in fused
+
+    argv = ["events", "--embeddings", tiny["embeddings"], "--feature-sets", "F1_max", "--c-grid", "1",
+            "--executor", "local", "--no-progress"]
+    assert main(argv + ["--out", str(tmp_path / "fused")]) == 0
+    assert main(argv + ["--no-fusion", "--out", str(tmp_path / "plain")]) == 0
+    assert set(_rows(tmp_path / "fused")) == {"Baseline, MFCC stats", "N_S, F1, max()", "N_S + MFCC, F1, max()"}
+    assert set(_rows(tmp_path / "plain")) == {"Baseline, MFCC stats", "N_S, F1, max()"}

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inner CV splits; 0 = leave one training fold out (default: %(default)s)")
     sv.add_argument("--no-baseline", action="store_true",
                     help="skip the MFCC-statistics baseline row (default: the baseline is computed)")
+    sv.add_argument("--no-fusion", action="store_true",
+                    help="skip the rows that join the network features 'F1 max' and 'F1+F2 max+avg' with the "
+                         "MFCC statistics ('N_S + MFCC'; default: scored, when the baseline is)")
     sv.add_argument("--mfcc-coefficients", type=int, default=proto.n_mfcc,
                     help="baseline: MFCCs per frame, c0 included (default: %(default)s)")
     sv.add_argument("--mfcc-deltas", type=int, choices=(0, 1, 2), default=proto.mfcc_deltas,
@@ -163,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TransferConfig:
     """The typed run a parsed `weaksound transfer` command line stands for."""
     protocol = Protocol(c_grid=args.c_grid, inner_folds=args.inner_folds or None, seed=args.seed,
-                        feature_sets=args.feature_sets, baseline=not args.no_baseline, n_mfcc=args.mfcc_coefficients,
+                        feature_sets=args.feature_sets, baseline=not args.no_baseline, fuse_baseline=not args.no_fusion,
+                        n_mfcc=args.mfcc_coefficients,
                         mfcc_deltas=args.mfcc_deltas, executor=args.executor, max_in_flight=args.max_in_flight,
                         progress=not args.no_progress)
     adapt = AdaptOptions(variants=args.adapt_variants or args.variants, epochs=args.epochs, folds=args.folds,
