@@ -6,7 +6,8 @@ Stages (each prints a progress bar; each resumes if re-run with the same --out):
   2. train     Ray Train, 2 DDP workers, preset cpu-small, on the weakly labelled source corpus
   3. embed     Ray actors extract F1/F2 embeddings of the two target tasks
   4. transfer  linear SVMs on every feature set + MFCC baseline (events: 5 folds, scenes: 4 folds),
-               one adaptation variant (N_T^I) on the events task, semantic relations
+               semantic relations, one adaptation variant (N_T^I) on the events task: one Ray Train
+               run fits it once per test fold
   5. report    <out>/report/report.md and report.html with every plot
 
 Each stage is its typed run (``run_prep_job``, ``trainer.main.run``, ``run_embed``,
@@ -29,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from app.quiet import native_stderr_to
+from app.quiet import native_stderr_to, ray_logs_to
 from data_prep.job import PrepConfig, changed_options, run_prep_job
 from data_prep.shards import ShardConfig
 from data_prep.sources import SOURCES, SYNTHETIC_TASKS
@@ -53,7 +54,7 @@ class DemoConfig:
     store: str | None = None  # object-store URL for shards, checkpoints, embeddings; None = OUT/store
     preset: str = "cpu-small"  # training preset; "paper" is the paper's N_S
     epochs: int = 6
-    workers: int = 2  # Ray Train DDP workers
+    workers: int = 2  # Ray Train DDP workers of the train stage
     source_clips: int | None = None  # clips of the synthetic source corpus; None = its built-in size
     adapt_variants: tuple[str, ...] = ("I",)  # adaptation variants on the events task; () = none
     seed: int = 0  # corpus and training seed
@@ -132,6 +133,9 @@ def plan_demo(cfg: DemoConfig) -> StagePlan:
     transfer = [TransferConfig("all", os.path.join(out, "transfer"), events=emb["events"], scenes=emb["scenes"],
                                address=cfg.address)]
     if cfg.adapt_variants:  # one adapted network family on the events task
+        # One Ray Train worker: two DDP ranks of 8 clips each (BatchNorm statistics over 8 clips; no
+        # SyncBatchNorm on CPU) trained worse networks on the demo data, and lost to one worker
+        # when other jobs shared the cores (bench/adapt_folds.py).
         transfer.append(TransferConfig("adapt", os.path.join(out, "transfer-adapt"), embeddings=emb["events"],
                                        adapt=AdaptOptions(variants=cfg.adapt_variants), address=cfg.address))
     return StagePlan(prep=prep, train=train, embed=embed, transfer=tuple(transfer), model_url=model_url)
@@ -149,12 +153,12 @@ def run_demo(cfg: DemoConfig) -> DemoSummary:
     """Run every stage of ``plan_demo(cfg)`` and write the report; returns where it is.
 
     The terminal shows one line per event of ours and the progress bars; Ray's own output (its
-    workers' lines, native warnings) goes to ``<out>/logs/ray-native.log`` and Ray's session logs,
-    which the last line names.
+    workers' lines, native warnings, the driver's Ray log records) goes to ``<out>/logs/ray-native.log``
+    and Ray's session logs, which the last line names.
     """
     out = os.path.abspath(cfg.out)
     native_log = os.path.join(out, "logs", "ray-native.log")
-    with native_stderr_to(native_log):
+    with ray_logs_to(native_log), native_stderr_to(native_log):
         summary = _run_stages(cfg)
     print(f"[demo] Ray's own messages: {native_log} and {_ray_logs_dir()}")
     return summary
@@ -321,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=d.preset, help="training preset; 'paper' is the paper's N_S "
                                                       "(default: %(default)s, sized for a 2-core CPU)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=d.workers, help="Ray Train DDP workers (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="Ray Train DDP workers of the train stage (default: %(default)s)")
     p.add_argument("--source-clips", type=int, default=d.source_clips,
                    help="clips in the synthetic source corpus (default: the corpus' built-in size)")
     p.add_argument("--adapt-variants", type=_variants, default=",".join(d.adapt_variants),

@@ -261,3 +261,14 @@ def test_a_fused_row_joins_the_network_set_with_the_mfcc_statistics_and_can_be_t
     assert main(argv + ["--no-fusion", "--out", str(tmp_path / "plain")]) == 0
     assert set(_rows(tmp_path / "fused")) == {"Baseline, MFCC stats", "N_S, F1, max()", "N_S + MFCC, F1, max()"}
     assert set(_rows(tmp_path / "plain")) == {"Baseline, MFCC stats", "N_S, F1, max()"}
+
+
+def test_the_rendered_command_of_a_transfer_run_parses_back_to_the_same_run():
+    from dataclasses import replace
+
+    parse = build_parser().parse_args
+    base = config_from_args(parse(["events", "--embeddings", "emb", "--out", "out"]))
+    for protocol in (replace(base.protocol, fuse_baseline=False), replace(base.protocol, baseline=False),
+                     replace(base.protocol, c_grid=(0.5, 2.0), seed=3)):
+        cfg = replace(base, protocol=protocol)
+        assert config_from_args(parse(cfg.argv()[1:])) == cfg

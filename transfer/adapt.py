@@ -1,15 +1,16 @@
 """Network adaptation N_T^I / N_T^II / N_T^III (arXiv 1711.01369, section 3.4): the driver.
 
-Per (variant, test fold): one Ray Train fit on the other folds' clips (transfer/adapt_train.py,
-trainer/engine.py), exported like N_S under ``adapted/<task>/N_T-<variant>/fold<k>/``
-(``model.safetensors`` + ``config.json``, loadable with ``trainer.export.load_exported``, with
-the target task's vocabulary; ``adapt.json`` beside them: format ``weaksound-adapted/1``, source
-model URL, spec, settings, test fold, the training clip ids, loss per epoch). F1 and F2
-(max/avg) are then re-extracted from the adapted network for every clip (one Ray task per
-shard) and scored with the SVM protocol for test fold k only. (The SVM's inner validation then
-runs on features of a network that was trained on those same training folds, which flatters
-the inner scores a little, as in the paper's protocol; the test fold stays unseen by both the
-network and the choice of C.) What each variant is: transfer/adapt_network.py.
+Per variant: one Ray Train run that fits the network once per test fold k, each on the other
+folds' clips only (transfer/adapt_train.py, trainer/engine.py); each fold's network is exported
+like N_S under ``adapted/<task>/N_T-<variant>/fold<k>/`` (``model.safetensors`` + ``config.json``,
+loadable with ``trainer.export.load_exported``, with the target task's vocabulary; ``adapt.json``
+beside them: format ``weaksound-adapted/1``, source model URL, spec, settings, test fold, the
+training clip ids, loss per epoch). F1 and F2 (max/avg) are then re-extracted from every fold's
+network for every clip (one Ray task per shard, which runs all the folds' networks on it) and
+fold k's features are scored with the SVM protocol for test fold k only. (The SVM's inner
+validation then runs on features of a network that was trained on those same training folds,
+which flatters the inner scores a little, as in the paper's protocol; the test fold stays unseen
+by both the network and the choice of C.) What each variant is: transfer/adapt_network.py.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from transfer.adapt_network import NETWORK_NAMES, AdaptConfig, AdaptSpec, build_adapted, variant_spec
 from transfer.adapt_train import (ADAPTED_FORMAT, META, FitResult, adapt_loop_per_worker, fit_adapted,
-                                  load_training_clips)
+                                  fit_adapted_folds, load_training_clips)
 
 __all__ = [
     "ADAPTED_FORMAT",
@@ -35,6 +36,7 @@ __all__ = [
     "adapted_features",
     "build_adapted",
     "fit_adapted",
+    "fit_adapted_folds",
     "load_training_clips",
     "merge_fold_results",
     "run_adaptation",
@@ -44,10 +46,11 @@ __all__ = [
 ADAPT_FEATURE_SETS = ("F1 max", "F1 avg", "F2 max", "F2 avg")  # the paper's grid
 
 
-def adapted_shard_features(shard_url: str, config: dict, weights: bytes, batch_seconds: float,
-                           device: str = "cpu") -> dict[str, np.ndarray]:
-    """clip_id + F1/F2 max/avg of every clip of one shard through an exported network held in
-    memory (``config``: its config.json, ``weights``: its model.safetensors)."""
+def adapted_shard_features(shard_url: str, networks: Sequence[tuple[dict, bytes]], batch_seconds: float,
+                           device: str = "cpu") -> list[dict[str, np.ndarray]]:
+    """clip_id + F1/F2 max/avg of every clip of one shard through each exported network held in
+    memory (``networks``: (its config.json, its model.safetensors) pairs); the shard is read and
+    decoded once for all of them."""
     import torch
 
     from data_prep.manifest import read_samples
@@ -56,38 +59,48 @@ def adapted_shard_features(shard_url: str, config: dict, weights: bytes, batch_s
 
     if device == "cpu":
         torch.set_num_threads(1)
-    exported = exported_from_bytes(config, weights, device)
-    arrays = embed_samples(exported, exported.log_mel(), read_samples(shard_url), batch_seconds)
-    return {k: arrays[k] for k in ("clip_id", "f1_max", "f1_avg", "f2_max", "f2_avg")}
+    samples = list(read_samples(shard_url))
+    out = []
+    for config, weights in networks:
+        exported = exported_from_bytes(config, weights, device)
+        arrays = embed_samples(exported, exported.log_mel(), samples, batch_seconds)
+        out.append({k: arrays[k] for k in ("clip_id", "f1_max", "f1_avg", "f2_max", "f2_avg")})
+    return out
 
 
-def adapted_features(fit: FitResult, shard_urls: Sequence[str], clip_ids: Sequence[str], cfg: AdaptConfig, *,
-                     executor: str = "ray", max_in_flight: int = 0) -> dict[str, np.ndarray]:
-    """The paper's four feature sets from the adapted network, rows in ``clip_ids`` order
-    (one Ray task per shard; the export is ``ray.put`` once)."""
+def adapted_features(fits: FitResult | Sequence[FitResult], shard_urls: Sequence[str], clip_ids: Sequence[str],
+                     cfg: AdaptConfig, *, executor: str = "ray", max_in_flight: int = 0):
+    """The paper's four feature sets from each adapted network, rows in ``clip_ids`` order: one
+    dict per fit of ``fits`` (a single ``FitResult``: its dict). One Ray task per shard runs every
+    network on it; the exports are ``ray.put`` once."""
     from runtime.parallel import bounded_map
     from transfer.feature_sets import feature_sets_from_pooled
 
+    single = isinstance(fits, FitResult)
+    fits = [fits] if single else list(fits)
     gpu = False
     if executor == "ray":
         import ray
 
         gpu = cfg.use_gpu and ray.cluster_resources().get("GPU", 0) > 0
     parts = bounded_map(adapted_shard_features, list(shard_urls),
-                        shared=(fit.config, fit.weights, cfg.batch_seconds, "cuda" if gpu else "cpu"),
+                        shared=([(f.config, f.weights) for f in fits], cfg.batch_seconds, "cuda" if gpu else "cpu"),
                         executor=executor, max_in_flight=max_in_flight,
                         ray_options={"num_cpus": 1, "num_gpus": 1 if gpu else 0})
     row = {}
-    for p in parts:
-        for i, cid in enumerate(p["clip_id"].tolist()):
+    for p, per_net in enumerate(parts):
+        for i, cid in enumerate(per_net[0]["clip_id"].tolist()):
             row[cid] = (p, i)
     missing = [c for c in clip_ids if c not in row]
     if missing:
         raise ValueError(f"{len(missing)} clips missing from the shards (e.g. {missing[:3]})")
-    pooled = {k: np.stack([row[c][0][k][row[c][1]] for c in clip_ids])
-              for k in ("f1_max", "f1_avg", "f2_max", "f2_avg")}
-    return feature_sets_from_pooled(pooled["f1_max"], pooled["f1_avg"], pooled["f2_max"], pooled["f2_avg"],
-                                    combinations=True)
+    out = []
+    for n in range(len(fits)):
+        pooled = {k: np.stack([parts[row[c][0]][n][k][row[c][1]] for c in clip_ids])
+                  for k in ("f1_max", "f1_avg", "f2_max", "f2_avg")}
+        out.append(feature_sets_from_pooled(pooled["f1_max"], pooled["f1_avg"], pooled["f2_max"], pooled["f2_avg"],
+                                            combinations=True))
+    return out[0] if single else out
 
 
 def merge_fold_results(parts: Sequence) -> object:
@@ -162,21 +175,28 @@ def run_adaptation(target, proto, specs: Sequence[AdaptSpec], cfg: AdaptConfig, 
     jobs, fits = [], []
     try:
         for spec in specs:
-            for k in folds:
-                train_ids = [c for c, f in zip(clip_ids, target.folds.tolist()) if f != k]
-                print(f"[adapt] {spec.network}: test fold {k}, training on {len(train_ids)} clips of folds "
-                      f"{sorted(set(target.folds.tolist()) - {k})}", flush=True)
-                rel = f"adapted/{target.task}/N_T-{spec.variant}/fold{k}"
-                fit = fit_adapted(target.model_url, shard_urls, train_ids, target.class_names, k, spec, cfg,
-                                  storage_path=storage_path, run_name=f"adapt-{spec.variant}-fold{k}-{run_tag}",
-                                  export_url=str(Path(out_folder) / rel))
-                feats = adapted_features(fit, shard_urls, clip_ids, cfg, executor=proto.executor,
-                                         max_in_flight=proto.max_in_flight)
-                feats = {n: feats[n] for n in feature_sets}
-                jobs.append(_svm_job(f"{spec.variant}/{k}", target, feats, proto, test_folds=[k]))
+            train_ids = {k: [c for c, f in zip(clip_ids, target.folds.tolist()) if f != k] for k in folds}
+            rels = {k: f"adapted/{target.task}/N_T-{spec.variant}/fold{k}" for k in folds}
+            print(f"[adapt] {spec.network}: one Ray Train run, {cfg.workers} worker(s), {cfg.epochs} epochs per test "
+                  f"fold; test folds {folds} in turn, each trained on the other folds' clips "
+                  f"({', '.join(str(len(train_ids[k])) for k in folds)} clips)", flush=True)
+            done = fit_adapted_folds(target.model_url, shard_urls, train_ids, target.class_names, spec, cfg,
+                                     storage_path=storage_path, run_name=f"adapt-{spec.variant}-{run_tag}",
+                                     export_urls={k: str(Path(out_folder) / rels[k]) for k in folds},
+                                     progress=proto.progress)
+            for fit in done:
+                print(f"[adapt] {spec.network} test fold {fit.test_fold}: loss {fit.meta['history'][-1]['loss']:.4f} "
+                      f"after {len(fit.meta['history'])} epochs on {len(fit.meta['train_clip_ids'])} clips, "
+                      f"{fit.seconds:.1f} s", flush=True)
+            # re-extraction: every fold's network in one pass over the shards
+            for fit, feats in zip(done, adapted_features(done, shard_urls, clip_ids, cfg, executor=proto.executor,
+                                                         max_in_flight=proto.max_in_flight)):
+                k = fit.test_fold
+                jobs.append(_svm_job(f"{spec.variant}/{k}", target, {n: feats[n] for n in feature_sets}, proto,
+                                     test_folds=[k]))
                 fits.append({"network": spec.network, "test_fold": k, "train_clips": len(fit.meta["train_clip_ids"]),
                              "history": fit.meta["history"], "seconds": round(fit.seconds, 2),
-                             "weights": f"{rel}/{WEIGHTS}", "export": rel})
+                             "weights": f"{rels[k]}/{WEIGHTS}", "export": rels[k]})
     finally:
         if own_storage:
             shutil.rmtree(storage_path, ignore_errors=True)

@@ -8,8 +8,8 @@ Tasks (embeddings folders come from `weaksound embed --model M --data D --out E`
             combinations) + the MFCC baseline, linear SVM per official fold, C chosen by nested
             validation on the training folds only; every (fold x feature set x C) unit is a Ray task
   scenes    acoustic scenes, DCASE-2016 style (inductive): the same protocol on its folds
-  adapt     adapted networks N_T^I / N_T^II / N_T^III, one Ray Train fit per (variant, test fold)
-            on the training folds' audio only; F1/F2 re-extracted and scored for that fold
+  adapt     adapted networks N_T^I / N_T^II / N_T^III, one Ray Train run per variant fitting each test
+            fold in turn on that fold's training folds' audio only; F1/F2 re-extracted and scored for that fold
   semantic  t-SNE map by class (and super-category), top source classes per target class
             (table + heatmap), class similarity matrix
   audioset  clip-level mAP / AUC of the source classes, for embeddings of the source dataset
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--epochs", type=int, default=adapt.epochs, help="fine-tuning epochs per fit (default: %(default)s)")
     ad.add_argument("--folds", type=_ints, default=None,
                     help="adapt: test folds to run, e.g. '1,2' (default: %(default)s = every official fold)")
-    ad.add_argument("--workers", type=int, default=adapt.workers, help="Ray Train workers per fit (default: %(default)s)")
+    ad.add_argument("--workers", type=int, default=adapt.workers, help="Ray Train workers (DDP ranks) of each variant's run (default: %(default)s)")
     ad.add_argument("--use-gpu", choices=("auto", "yes", "no"), default=adapt.use_gpu,
                     help="train and re-extract on GPUs; auto = when the cluster has one (default: %(default)s)")
     ad.add_argument("--lr", type=float, default=adapt.lr, help="Adam learning rate of the new layers (default: %(default)s)")

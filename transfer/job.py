@@ -35,13 +35,13 @@ def _csv(values) -> str:
 
 @dataclass(frozen=True)
 class AdaptOptions:
-    """Network adaptation N_T^I/II/III (arXiv 1711.01369, section 3.4): one Ray Train fit per
-    (variant, test fold) on the training folds' audio only."""
+    """Network adaptation N_T^I/II/III (arXiv 1711.01369, section 3.4): per variant one Ray Train
+    run that fits the network once per test fold, each fold's on the other folds' audio only."""
 
     variants: tuple[str, ...] = ("I", "II", "III")
     epochs: int = 10  # fine-tuning epochs per fit
     folds: tuple[int, ...] | None = None  # test folds to run; None = every official fold
-    workers: int = 1  # Ray Train workers per fit
+    workers: int = 1  # Ray Train workers (DDP ranks) of each variant's run
     use_gpu: str = "auto"  # "auto": when the cluster has a GPU; "yes"; "no"
     lr: float = 1e-3  # Adam learning rate of the new layers
     finetune_lr_scale: float = 0.1  # pretrained layers learn at lr x this; 0 = new layers only
@@ -126,6 +126,7 @@ class TransferConfig:
             ("--seed", p.seed, dp.seed),
         ])
         argv += [] if p.baseline else ["--no-baseline"]
+        argv += [] if p.fuse_baseline else ["--no-fusion"]
         if self.adapt_in_all:  # `all` runs the adaptation only when asked to
             argv += ["--adapt-variants", _csv(a.variants)] if a.variants != da.variants else ["--adapt"]
         elif a.variants != da.variants:
