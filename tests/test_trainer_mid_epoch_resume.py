@@ -23,7 +23,8 @@ from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.clip_log import ClipLog, effective_steps, read_clip_log
 from trainer.config import preset
 from trainer.meter import EpochMeter
-from trainer.mid_epoch import StepCheckpoints, check_same_plan, plan_fingerprint, step_generator
+from trainer.engine import augment_generator
+from trainer.mid_epoch import StepCheckpoints, check_same_plan, plan_fingerprint
 from trainer.model import WeakLabelCNN
 from trainer.run_state import RunState, checkpoint_writer, resume, step_scalars
 
@@ -67,7 +68,7 @@ def test_with_both_settings_zero_no_step_checkpoint_is_ever_due():
 
 
 def test_the_augmentation_rng_of_a_step_depends_on_seed_rank_epoch_and_step_alone():
-    draw = lambda *key: torch.rand(4, generator=step_generator(*key))  # noqa: E731
+    draw = lambda *key: torch.rand(4, generator=augment_generator(*key))  # noqa: E731
     assert torch.equal(draw(0, 1, 2, 3), draw(0, 1, 2, 3))
     others = [draw(1, 1, 2, 3), draw(0, 0, 2, 3), draw(0, 1, 1, 3), draw(0, 1, 2, 4)]
     assert all(not torch.equal(draw(0, 1, 2, 3), o) for o in others)

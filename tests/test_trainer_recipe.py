@@ -106,9 +106,9 @@ def test_the_paper_step_is_unchanged_byte_for_byte_when_the_recipe_is_off():
 
 def test_augmented_steps_train_on_other_inputs_and_repeat_for_the_same_generator_seed():
     plain, _ = _losses()
-    aug1, _ = _losses(augment=RECIPE, generator=augment_generator(0, 0, 0))
-    aug2, _ = _losses(augment=RECIPE, generator=augment_generator(0, 0, 0))
-    other, _ = _losses(augment=RECIPE, generator=augment_generator(0, 1, 0))
+    aug1, _ = _losses(augment=RECIPE, generator=augment_generator(0, 0, 0, 0))
+    aug2, _ = _losses(augment=RECIPE, generator=augment_generator(0, 0, 0, 0))
+    other, _ = _losses(augment=RECIPE, generator=augment_generator(0, 1, 0, 0))
     assert aug1.shape == plain.shape == (2, 4) and torch.isfinite(aug1).all()
     assert torch.equal(aug1, aug2) and not torch.equal(aug1, plain) and not torch.equal(aug1, other)
     with pytest.raises(ValueError, match="generator"):
@@ -116,9 +116,9 @@ def test_augmented_steps_train_on_other_inputs_and_repeat_for_the_same_generator
 
 
 def test_each_rank_and_epoch_draws_its_own_augmentation_stream():
-    draws = {(r, e): torch.rand(4, generator=augment_generator(0, r, e)) for r in range(2) for e in range(2)}
+    draws = {(r, e): torch.rand(4, generator=augment_generator(0, r, e, 0)) for r in range(2) for e in range(2)}
     assert len({tuple(v.tolist()) for v in draws.values()}) == 4
-    assert torch.equal(torch.rand(4, generator=augment_generator(0, 1, 1)), draws[(1, 1)])
+    assert torch.equal(torch.rand(4, generator=augment_generator(0, 1, 1, 0)), draws[(1, 1)])
 
 
 def test_decoupled_weight_decay_means_adamw_and_the_default_stays_adam():
@@ -162,7 +162,7 @@ def test_the_ema_travels_in_the_checkpoint_and_best_exports_the_ema_weights(tmp_
     model.train()
     for s in range(3):
         train_step(model, frontend, opt, _batch(seed=s), world_size=1, augment=cfg.augment,
-                   generator=augment_generator(0, 0, s))
+                   generator=augment_generator(0, 0, 0, s))
         ema.update_parameters(model)
     state = RunState(epoch=0, step=3)
     vocab = [{"index": i, "id": f"c{i}", "name": f"C{i}"} for i in range(4)]

@@ -31,6 +31,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from runtime import storage
+
 __all__ = [
     "FrontEndConfig",
     "ModelConfig",
@@ -256,7 +258,7 @@ class TrainConfig:
             raise ValueError(f"freeze_blocks must be in 0..{self.model.num_blocks}, got {self.freeze_blocks}")
         if self.freeze_blocks and not self.init_from:
             raise ValueError("freeze_blocks needs init_from: frozen random blocks would never learn")
-        if self.clip_log and "://" in self.out and not self.out.startswith("file://"):
+        if self.clip_log and storage.is_remote(self.out):
             raise ValueError("clip_log writes <run>/clip_log/ on local disk: use a local --out or drop --clip-log")
         if self.checkpoint_every_s < 0 or self.checkpoint_every_steps < 0:
             raise ValueError("checkpoint_every_s and checkpoint_every_steps must be >= 0 (0 = off)")

@@ -3,7 +3,7 @@
 
 Augmentation (trainer/augment.py, off unless an ``AugmentConfig`` asks): mixup on the waveforms and
 label vectors before the front end, SpecAugment on the log-mel features after it, in the train step
-only, from a ``torch.Generator`` the caller seeds (per rank and epoch: :func:`augment_generator`).
+only, from a ``torch.Generator`` the caller seeds (per rank, epoch and step: :func:`augment_generator`).
 The weight EMA (:func:`make_ema`) is torch's ``AveragedModel`` with buffers, updated after every step.
 
 Loss weighting with variable batch sizes: DDP averages gradients over ranks, so each rank
@@ -54,10 +54,12 @@ def make_optimizer(params, optim: OptimConfig) -> torch.optim.Optimizer:
     return kind(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
 
 
-def augment_generator(seed: int, rank: int, epoch: int) -> torch.Generator:
-    """The augmentation RNG of one rank and epoch: a function of the three alone, so a run resumed
-    from an epoch's checkpoint draws the same masks and mixtures as an uninterrupted one."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + epoch) % 2**63)
+def augment_generator(seed: int, rank: int, epoch: int, step_in_epoch: int) -> torch.Generator:
+    """The augmentation RNG of one rank's step: a function of the four alone, so a run resumed at
+    any step (from an epoch's or a mid-epoch checkpoint) draws the same masks and mixtures as an
+    uninterrupted one."""
+    state = np.random.SeedSequence([seed, rank, epoch, step_in_epoch, 50_000]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) << 31 | int(state[1]) >> 1) % 2**63)
 
 
 def ema_multi_avg_fn(decay: float):

@@ -46,12 +46,12 @@ from trainer.config import TrainConfig
 from trainer.data import EpochPlan, make_loader
 from trainer.distributed import broadcast_buffers
 from trainer.clip_log import ClipLog
-from trainer.engine import (DURATION_EDGES_S, evaluate, lr_at, make_ema, make_optimizer, quiet_ray_train_reports,
-                            report, set_lr, train_step)
+from trainer.engine import (DURATION_EDGES_S, augment_generator, evaluate, lr_at, make_ema, make_optimizer,
+                            quiet_ray_train_reports, report, set_lr, train_step)
 from trainer.finetune import build_model, train_mode
 from trainer.frontend import LogMel
 from trainer.meter import EpochMeter
-from trainer.mid_epoch import StepCheckpoints, check_same_plan, plan_fingerprint, step_generator
+from trainer.mid_epoch import StepCheckpoints, check_same_plan, plan_fingerprint
 from trainer.reporter import Reporter
 from trainer.run_state import (METRICS_FILE, RunState, checkpoint_writer, epoch_scalars, resume, step_scalars,
                                write_epoch_files)
@@ -139,7 +139,7 @@ def train_loop_per_worker(config: dict) -> None:
                 break
             wait_s = time.perf_counter() - t0
             lr = set_lr(optimizer, lr_at(state.step, cfg.optim, total_steps))
-            generator = step_generator(cfg.seed, rank, epoch, state.step_in_epoch) if cfg.augment.enabled else None
+            generator = augment_generator(cfg.seed, rank, epoch, state.step_in_epoch) if cfg.augment.enabled else None
             per_clip = train_step(model, frontend, optimizer, batch, world_size=world, loss=cfg.loss_target,
                                   grad_clip=cfg.optim.grad_clip, augment=cfg.augment, generator=generator)
             if ema is not None:

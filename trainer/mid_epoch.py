@@ -1,5 +1,6 @@
-"""Mid-epoch checkpoints: when to write one, what must match to resume from one, and the
-per-step augmentation RNG that makes a resumed epoch draw what an uninterrupted one would.
+"""Mid-epoch checkpoints: when to write one and what must match to resume from one (the
+per-step augmentation RNG that makes a resumed epoch draw what an uninterrupted one would is
+``trainer.engine.augment_generator``).
 
 A step checkpoint is written every ``checkpoint_every_steps`` optimizer steps of an epoch, or
 (``checkpoint_every_steps=0``) once ``checkpoint_every_s`` seconds of training have passed since
@@ -25,7 +26,7 @@ import torch
 from trainer.data import EpochPlan
 from trainer.distributed import all_reduce_sum
 
-__all__ = ["StepCheckpoints", "step_generator", "plan_fingerprint", "check_same_plan"]
+__all__ = ["StepCheckpoints", "plan_fingerprint", "check_same_plan"]
 
 
 class StepCheckpoints:
@@ -62,13 +63,6 @@ class StepCheckpoints:
             return False
         mine = self.clock() - self._since >= self.every_s
         return all_reduce_sum([1.0 if mine else 0.0], self.world_size)[0] > 0
-
-
-def step_generator(seed: int, rank: int, epoch: int, step_in_epoch: int) -> torch.Generator:
-    """The augmentation RNG of one rank's step: a function of the four alone, so an epoch resumed
-    at any step draws the same masks and mixtures as an uninterrupted one."""
-    state = np.random.SeedSequence([seed, rank, epoch, step_in_epoch, 50_000]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed((int(state[0]) << 31 | int(state[1]) >> 1) % 2**63)
 
 
 def plan_fingerprint(plan: EpochPlan, input_path: str) -> dict:
