@@ -65,6 +65,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "source recording (else the clip id), so training can select its model and epoch "
                         "without looking at the eval split; layouts without a 'train' split are left as they "
                         "are (default: %(default)s = no val split)")
+    p.add_argument("--val-groups", default=job.val_groups, metavar="CSV",
+                   help="CSV (local or s3://) with the header clip_id,group and one row per train clip and "
+                        "recording (source, speaker, uploader) it contains, for layouts that do not name the "
+                        "recordings themselves; --val-fraction then draws that share of groups, and a clip goes "
+                        "to val when any of its groups is drawn, so val holds recordings never trained on "
+                        "(default: none: the layout's source recording, else the clip id)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
 
 
@@ -121,7 +127,8 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
     return PrepConfig(source=spec(**{f.name: getattr(args, f.name) for f in fields(spec)}), out=args.out,
                       shard=shard, executor=args.executor, address=args.address, max_in_flight=args.max_in_flight,
                       progress=not args.no_progress, metrics_port=args.metrics_port,
-                      metrics_linger_s=args.metrics_linger, val_fraction=args.val_fraction)
+                      metrics_linger_s=args.metrics_linger, val_fraction=args.val_fraction,
+                      val_groups=args.val_groups)
 
 
 def _print_summary(summary: PrepSummary) -> None:

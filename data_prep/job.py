@@ -24,7 +24,7 @@ from data_prep.pipeline import PrepSummary, run_prep
 from data_prep.prep_metrics import PREP_METRICS
 from data_prep.shards import ShardConfig
 from data_prep.sources.registry import SourceSpec
-from data_prep.validation_split import carve_validation
+from data_prep.validation_split import carve_validation, read_val_groups
 from runtime.telemetry import MetricTable, Telemetry
 
 __all__ = ["PrepConfig", "PrepJobSummary", "changed_options", "job_telemetry", "run_prep_job", "with_validation_split"]
@@ -59,6 +59,9 @@ class PrepConfig:
             at the 5 s interval of cluster/prometheus/prometheus.yml).
         val_fraction: share of the ``train`` split moved to a ``val`` split for model selection
             (by source recording where the layout has one; data_prep/validation_split.py); 0 = none.
+        val_groups: CSV (local or s3://) of ``clip_id,group`` rows naming the recordings each train clip
+            contains; with it, ``val_fraction`` draws groups and a clip is ``val`` when any of its groups is
+            drawn. "" = the layout's source recording, else the clip id.
     """
 
     source: SourceSpec
@@ -71,10 +74,13 @@ class PrepConfig:
     metrics_port: int = 0
     metrics_linger_s: float = 10.0
     val_fraction: float = 0.0
+    val_groups: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_groups and self.val_fraction <= 0:
+            raise ValueError("val_groups needs a val_fraction above 0 (the share of groups drawn for val)")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if not self.out:
@@ -98,6 +104,7 @@ class PrepConfig:
             ("--metrics-port", self.metrics_port, d.metrics_port),
             ("--metrics-linger", self.metrics_linger_s, d.metrics_linger_s),
             ("--val-fraction", self.val_fraction, d.val_fraction),
+            ("--val-groups", self.val_groups, d.val_groups),
         ]
         argv = ["prep", *self.source.argv(), "--out", self.out]
         return argv + changed_options(options) + ([] if self.progress else ["--no-progress"])
@@ -140,12 +147,26 @@ def job_telemetry(table: MetricTable, *, run: str, executor: str, address: str |
         telemetry.close()
 
 
-def with_validation_split(listing, fraction: float):
+def with_validation_split(listing, fraction: float, groups_url: str = ""):
     """``listing`` with ``fraction`` of its ``train`` clips moved to a ``val`` split (unchanged for 0, or
-    when the layout has no ``train`` split, e.g. ESC-50's folds: cross-validation selects there)."""
-    if fraction <= 0 or not any(r.split == "train" for r in listing.records):
+    when the layout has no ``train`` split, e.g. ESC-50's folds: cross-validation selects there).
+    ``groups_url`` names a ``clip_id,group`` CSV (data_prep/validation_split.py); a file that names none of
+    the train clips is refused, since its ids cannot be this layout's."""
+    train_ids = [r.clip_id for r in listing.records if r.split == "train"]
+    if fraction <= 0 or not train_ids:
         return listing
-    return dataclasses.replace(listing, records=carve_validation(listing.records, fraction))
+    groups = None
+    if groups_url:
+        groups = read_val_groups(groups_url)
+        named = sum(clip in groups for clip in train_ids)
+        if not named:
+            raise ValueError(f"{groups_url} names none of the {len(train_ids)} train clips (e.g. {train_ids[0]!r}); "
+                             f"its clip_id column must hold the listing's clip ids (e.g. {next(iter(groups))!r} "
+                             "does not match)")
+        if named < len(train_ids):
+            print(f"[prep] {groups_url} names {named} of {len(train_ids)} train clips; the other "
+                  f"{len(train_ids) - named} are carved by source recording, else clip id")
+    return dataclasses.replace(listing, records=carve_validation(listing.records, fraction, groups=groups))
 
 
 def run_prep_job(cfg: PrepConfig, *, on_dataset: Callable[[PrepSummary], None] | None = None) -> PrepJobSummary:
@@ -156,7 +177,7 @@ def run_prep_job(cfg: PrepConfig, *, on_dataset: Callable[[PrepSummary], None] |
     with job_telemetry(PREP_METRICS, run=run_name, executor=cfg.executor, address=cfg.address,
                        metrics_port=cfg.metrics_port, linger_s=cfg.metrics_linger_s) as telemetry:
         for listing, out in cfg.source.listings(cfg.out):
-            listing = with_validation_split(listing, cfg.val_fraction)
+            listing = with_validation_split(listing, cfg.val_fraction, cfg.val_groups)
             summaries.append(run_prep(listing, out, cfg.shard, executor=cfg.executor, address=cfg.address,
                                       max_in_flight=cfg.max_in_flight, progress=cfg.progress,
                                       telemetry=telemetry))

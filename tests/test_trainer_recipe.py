@@ -215,6 +215,25 @@ def test_the_prep_val_fraction_flag_renders_back_and_defaults_to_none(tmp_path):
     cfg = config_from_args(parser.parse_args(["synthetic", "--out", "o", "--val-fraction", "0.1"]))
     assert cfg.val_fraction == 0.1 and "--val-fraction 0.1" in cfg.command()
     assert config_from_args(parser.parse_args(cfg.argv()[1:])) == cfg
+    grouped = config_from_args(parser.parse_args(["synthetic", "--out", "o", "--val-fraction", "0.1",
+                                                  "--val-groups", "g.csv"]))
+    assert grouped.val_groups == "g.csv" and config_from_args(parser.parse_args(grouped.argv()[1:])) == grouped
+    with pytest.raises(ValueError, match="needs a val_fraction"):
+        config_from_args(parser.parse_args(["synthetic", "--out", "o", "--val-groups", "g.csv"]))
+
+
+def test_a_groups_file_drives_the_val_carve_and_one_naming_no_train_clip_is_refused(tmp_path, capsys):
+    groups = tmp_path / "groups.csv"
+    groups.write_text("clip_id,group\n" + "".join(f"c{i},mix{i % 3}\nc{i},shared\n" for i in range(40)))
+    out = with_validation_split(_listing(), 0.4, str(groups))
+    assert sum(r.split == "eval" for r in out.records) == 20
+    assert "names 40 of 80 train clips" in capsys.readouterr().out
+    # every named clip shares the group "shared": drawn or not, the 40 named clips move together
+    assert len({r.split for r in out.records if r.clip_id in {f"c{i}" for i in range(40)}}) == 1
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("clip_id,group\nYT_abc,r1\n")
+    with pytest.raises(ValueError, match="names none of the 80 train clips"):
+        with_validation_split(_listing(), 0.4, str(wrong))
 
 
 # -- one trainer per run folder ----------------------------------------------------------------------
