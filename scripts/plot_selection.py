@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.plot(ep, val, "--", color=colour, label=f"{label}: val mAP (chooses)")
         ax.plot(ep, ev, "-", color=colour, label=f"{label}: eval mAP")
         ax.plot([chosen], [ev[chosen - 1]], "o", color=colour, markersize=8)
-        ax.annotate(f"chosen: epoch {chosen}, eval {ev[chosen - 1]:.3f}", (chosen, ev[chosen - 1]),
+        ax.annotate(f"chosen: after {chosen} epochs, eval {ev[chosen - 1]:.3f}", (chosen, ev[chosen - 1]),
                     textcoords="offset points", xytext=(-150, -18 - 12 * i), color=colour, fontsize=8,
                     arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.6})
     ax.set(title=args.title, xlabel="epoch", ylabel="mAP")

@@ -44,7 +44,7 @@ __all__ = [
 BASELINE_NAME = "MFCC stats"
 # The network feature sets also scored joined with the MFCC statistics: the paper's headline set and the
 # richest one, fixed in advance so the choice among rows stays with inner validation. Hand-crafted and
-# learned features err differently (on the real-audio kit's scenes the fusion adds 2-5 points).
+# learned features err differently (on the real-audio kit's scenes the fusion adds 0.5-7 points).
 FUSED_SETS = ("F1 max", "F1+F2 max+avg")
 FUSED_SUFFIX = " + MFCC"
 SETTINGS = {"events": "transductive", "scenes": "inductive"}
