@@ -668,3 +668,14 @@ def race_commands(commands: list[list[str]], start_file: str | Path, env: dict, 
         out, err = p.communicate(timeout=timeout_s)
         results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
     return results
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (the scripts folder is not a package), for testing its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

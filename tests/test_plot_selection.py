@@ -1,20 +1,14 @@
 """scripts/plot_selection.py: val and eval mAP per epoch of several runs in one PNG, the chosen epoch marked."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 
 import pytest
-
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "plot_selection.py")
+from factories import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("plot_selection", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("plot_selection")
 
 
 def _metrics(val):

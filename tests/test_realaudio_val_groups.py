@@ -1,21 +1,14 @@
 """scripts/realaudio_val_groups.py: the kit's provenance becomes a --val-groups file that prep accepts."""
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
+from factories import load_script
 
 from data_prep.validation_split import read_val_groups
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "scripts", "realaudio_val_groups.py")
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location("realaudio_val_groups", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("realaudio_val_groups")
 
 
 def test_every_train_clip_gets_one_row_per_recording_and_eval_clips_none(tmp_path):
