@@ -1,6 +1,6 @@
 """Write the ``--val-groups`` file of the real-audio kit's AudioSet-like train split.
 
-The kit renders its clips from 175 source recordings, so a val split drawn by clip id (AudioSet's CSVs name
+The kit renders its 1,500 train clips from 163 source recordings, so a val split drawn by clip id (AudioSet's CSVs name
 nothing finer) shares recordings with train and rewards memorising them. Its provenance file names the
 recording behind every event; this script turns it into ``clip_id,group`` rows for ``weaksound prep
 audioset --val-fraction F --val-groups OUT`` (data_prep/validation_split.py).
