@@ -18,6 +18,7 @@ from transfer.results import (
     results_json,
     results_markdown,
     select_by_inner_validation,
+    transfer_row,
     transfer_rows,
     write_results,
 )
@@ -73,6 +74,20 @@ def test_the_best_row_is_chosen_by_inner_validation_even_when_another_has_a_high
     md = results_markdown(transfer_rows("events", "N_S", {"F1 avg": lucky, "F1 max": steady}))
     assert "| N_S, F1, max() | 90.0 | 90.0 | 90.0 | **90.0 ± 0.0** |" in md.splitlines()
     assert "| N_S, F1, avg() | 95.0 | 95.0 | 95.0 | 95.0 ± 0.0 |" in md.splitlines()
+
+
+def test_an_adapted_network_whose_inner_scores_saw_its_training_folds_is_never_chosen():
+    # the network was fine-tuned on the folds its inner validation scores: 0.96 inner, 0.77 test
+    plain = transfer_rows("esc50", "N_S", {"F1 max": fold_result("F1 max", [0.80] * 5, inner=0.79)})
+    flattered = transfer_row("esc50", "N_T^II", fold_result("F2 max", [0.77] * 5, inner=0.96),
+                             inner_scores_seen=True)
+    rows = plain + [flattered]
+    assert select_by_inner_validation(rows).label == "N_S, F1, max()"
+    assert select_by_inner_validation([flattered]) is None
+    md = results_markdown(rows).splitlines()
+    assert "| N_T^II, F2, max() | 77.0 | 77.0 | 77.0 | 77.0 | 77.0 | 77.0 ± 0.0 |" in md
+    assert any(line.startswith("N_T^II: no part in that choice") for line in md)
+    assert flattered.to_dict()["inner_scores_seen"] is True
 
 
 def test_inner_validation_ties_go_to_the_first_row_and_rows_without_inner_scores_are_never_bold():

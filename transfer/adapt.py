@@ -9,8 +9,9 @@ training clip ids, loss per epoch). F1 and F2 (max/avg) are then re-extracted fr
 network for every clip (one Ray task per shard, which runs all the folds' networks on it) and
 fold k's features are scored with the SVM protocol for test fold k only. (The SVM's inner
 validation then runs on features of a network that was trained on those same training folds,
-which flatters the inner scores a little, as in the paper's protocol; the test fold stays unseen
-by both the network and the choice of C.) What each variant is: transfer/adapt_network.py.
+which flatters the inner scores, on the real-audio kit's ESC-like set 96 % inner against 77 %
+test; the test fold stays unseen by both the network and the choice of C. Such rows are marked
+``inner_scores_seen`` and are never chosen by inner validation.) What each variant is: transfer/adapt_network.py.
 """
 from __future__ import annotations
 
@@ -207,5 +208,5 @@ def run_adaptation(target, proto, specs: Sequence[AdaptSpec], cfg: AdaptConfig, 
     for spec in specs:
         for name in feature_sets:
             fr = merge_fold_results([results[f"{spec.variant}/{k}"][name] for k in folds])
-            out.add(transfer_row(target.heading, spec.network, fr), fr)
+            out.add(transfer_row(target.heading, spec.network, fr, inner_scores_seen=True), fr)
     return out

@@ -168,6 +168,13 @@ class TaskResult:
         r = select_by_inner_validation(self.rows, network_prefix)
         return None if r is None else (r, self.details[f"{r.task}: {r.label}"])
 
+    def fixed(self, network_prefix: str, feature_set: str = "F1 max") -> tuple[ResultRow, FoldResults] | None:
+        """The first row of a network with ``feature_set`` (else its first row): a choice fixed in advance,
+        for rows whose inner scores cannot choose (``ResultRow.inner_scores_seen``)."""
+        rows = [r for r in self.rows if r.network.startswith(network_prefix)]
+        r = next((r for r in rows if r.feature_set == feature_set), rows[0] if rows else None)
+        return None if r is None else (r, self.details[f"{r.task}: {r.label}"])
+
 
 def _svm_job(name: str, target: Target, features: dict[str, np.ndarray], proto: Protocol,
              test_folds: Sequence[int] | None = None):

@@ -268,9 +268,9 @@ def run_transfer(cfg: TransferConfig) -> TransferSummary:
             r = run_adaptation(target, adapt_proto, specs, adapt_cfg, out.path, test_folds=a.folds,
                                storage_path=a.train_storage, feature_sets=sets)
             _merge(result, r, f"{target.task}_adapt")
-            best = r.best("N_T")
-            if best is not None:
-                classification_plots(out.path, f"{target.task}_adapted", target, *best)
+            headline = r.fixed("N_T", "F1 max")  # the paper's headline set: N_T inner scores cannot choose
+            if headline is not None:
+                classification_plots(out.path, f"{target.task}_adapted", target, *headline)
         for target in semantic:
             md, doc, _ = run_semantic(target, out.path, prefix=target.task, features=cfg.semantic.tsne_features,
                                       top_k=cfg.semantic.top_k, seed=proto.seed, perplexity=cfg.semantic.perplexity,
