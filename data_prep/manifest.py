@@ -78,13 +78,15 @@ class Manifest:
         return sorted({s.split for s in self.shards})
 
     def shards_of(self, split: str | None) -> list[ShardEntry]:
-        """Shards of one split (all shards for None or "all")."""
+        """Shards of one split (all shards for None or "all"), or of several joined by "+" ("train+val"),
+        in manifest order."""
         if split in (None, "all"):
             return list(self.shards)
-        chosen = [s for s in self.shards if s.split == split]
-        if not chosen:
-            raise ValueError(f"{self.url}: no shards for split {split!r}; splits present: {self.splits}")
-        return chosen
+        wanted = split.split("+")
+        missing = [w for w in wanted if not any(s.split == w for s in self.shards)]
+        if missing:
+            raise ValueError(f"{self.url}: no shards for split {missing[0]!r}; splits present: {self.splits}")
+        return [s for s in self.shards if s.split in wanted]
 
     def shard_urls(self, split: str | None = None) -> list[str]:
         return [storage.child(self.url, s.name) for s in self.shards_of(split)]

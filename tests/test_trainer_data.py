@@ -89,6 +89,17 @@ def test_loader_workers_split_the_stream_between_processes(tones):
     assert sorted(keys) == sorted(f"clip{i:04d}" for i in range(28, 38))
 
 
+def test_splits_joined_by_plus_stream_every_clip_of_each_once_and_an_absent_one_is_named(tones):
+    m = read_manifest(tones)
+    joined = plan_epoch(m, "train+eval", CFG, world_size=1, train=False)
+    assert joined.num_clips == 38 and sorted(joined.shard_urls) == sorted(m.shard_urls("train") + m.shard_urls("eval"))
+    keys = [k for b in ShardStream(joined, CFG, rank=0, world_size=1, epoch=0, seed=0, train=False)
+            for k in b["keys"]]
+    assert sorted(keys) == [f"clip{i:04d}" for i in range(38)]
+    with pytest.raises(ValueError, match="no shards for split 'val'"):
+        plan_epoch(m, "train+val", CFG, world_size=1, train=True)
+
+
 def test_shards_stream_from_s3(tmp_path, s3_bucket):
     url = make_tone_dataset(tmp_path / "wav", f"{s3_bucket}/tones", n_train=6, n_eval=4, clips_per_shard=4)
     m = read_manifest(url)

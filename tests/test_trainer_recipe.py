@@ -93,6 +93,13 @@ def test_a_selection_split_that_is_the_eval_or_train_split_is_refused():
     for bad in ("eval", "train"):
         with pytest.raises(ValueError, match="select_split"):
             DataConfig(select_split=bad)
+    with pytest.raises(ValueError, match="refit on train\\+val chooses nothing"):
+        DataConfig(train_split="train+val")  # val would choose the model it also trained
+
+
+def test_a_refit_trains_on_train_and_val_and_chooses_nothing():
+    cfg = resolve_config(build_parser().parse_args(["--data", "d", "--train-split", "train+val", "--select-split", ""]))
+    assert (cfg.loader.train_split, cfg.loader.select_split) == ("train+val", "")
 
 
 # -- the train step ----------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ class ModelConfig:
 class DataConfig:
     """Streaming, bucketing and evaluation data options (see trainer/data.py, trainer/bucketing.py)."""
 
-    train_split: str = "train"  # manifest split used for training
+    train_split: str = "train"  # manifest split(s) used for training; "train+val" refits on both
     eval_split: str = "eval"  # manifest split used for evaluation (full clips, no crop)
     max_crop_s: float = 10.0  # training clips longer than this are randomly cropped to it
     batch_seconds: float = 160.0  # padded audio seconds per batch (n_clips * longest <= budget)
@@ -155,9 +155,10 @@ class DataConfig:
                                  f"got {self.decode_nodes!r}")
             if self.input != "ray_data":
                 raise ValueError("decode_nodes places Ray Data's read+decode tasks: it needs input='ray_data'")
-        if self.select_split and self.select_split in (self.train_split, self.eval_split):
+        if self.select_split and self.select_split in (*self.train_split.split("+"), self.eval_split):
             raise ValueError(f"select_split {self.select_split!r} must differ from the train and eval splits: "
-                             "choosing the model on either would make its reported numbers optimistic")
+                             "choosing the model on either would make its reported numbers optimistic "
+                             "(a refit on train+val chooses nothing: --select-split '')")
         _positive(self, "max_crop_s", "batch_seconds", "max_batch_clips", "num_buckets",
                   "eval_batch_seconds")
         if self.max_crop_s > self.batch_seconds:

@@ -66,7 +66,8 @@ _SECTION_FLAGS = {  # CLI flag -> (TrainConfig section, field): the recipe beyon
     "warmup_steps": ("optim", "warmup_steps"), "min_lr_ratio": ("optim", "min_lr_ratio"),
     "weight_decay": ("optim", "weight_decay"), "decoupled_weight_decay": ("optim", "decoupled_weight_decay"),
     "ema_decay": ("optim", "ema_decay"), "sampling": ("loader", "sampling"),
-    "select_split": ("loader", "select_split"), "steps_per_epoch": ("loader", "steps_per_epoch"),
+    "select_split": ("loader", "select_split"), "train_split": ("loader", "train_split"),
+    "steps_per_epoch": ("loader", "steps_per_epoch"),
     "input": ("loader", "input"), "decode_cpus": ("loader", "decode_cpus"), "pooling": ("model", "pooling"),
     "decode_concurrency": ("loader", "decode_concurrency"), "decode_nodes": ("loader", "decode_nodes"),
 }
@@ -184,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sampling", choices=("natural", "balanced"),
                    help="natural: every clip once per epoch; balanced: classes seen about equally often "
                         f"(default: {d('sampling', 'loader')})")
+    p.add_argument("--train-split", metavar="SPLITS",
+                   help="split(s) of --data to train on, joined by '+'; 'train+val' with --select-split '' refits "
+                        "on both once val has chosen the epoch count "
+                        f"(default: {_preset_defaults('train_split', 'loader')})")
     p.add_argument("--select-split", metavar="SPLIT",
                    help="split of --data that chooses best/ and best_epoch when the data has it (prep "
                         "--val-fraction carves it); '' = never choose, keep the last epoch "
