@@ -227,8 +227,8 @@ def publish_folder(url: str, files: dict[str, bytes], keep: int = 2) -> str:
     """
     if not files:
         raise ValueError("publish_folder needs at least one file")
-    version = f"{int(time.time() * 1000):013d}-{secrets.token_hex(6)}"
     versions = _versions_url(url)
+    version = _next_version(versions)
     target = join(versions, version)
     for name, data in files.items():
         write_bytes_atomic(child(target, name), data)
@@ -257,12 +257,29 @@ def resolve_folder(url: str) -> str:
     return os.path.realpath(local_path(url))
 
 
-def _prune_versions(versions: str, keep: int, current: str) -> None:
+def _version_names(versions: str) -> list[str]:
+    """Version folder names, oldest first (their names sort in publication order)."""
     fs, path = filesystem(versions)
     try:
-        names = sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+        return sorted(os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
     except FileNotFoundError:
-        return
+        return []
+
+
+def _next_version(versions: str) -> str:
+    """A version name that sorts after every existing one: the millisecond clock, or one past the newest
+    version when two publications share a millisecond (or the clock stepped back), so pruning by name
+    always removes the oldest."""
+    stamp = int(time.time() * 1000)
+    names = _version_names(versions)
+    if names:
+        stamp = max(stamp, int(names[-1].split("-", 1)[0]) + 1)
+    return f"{stamp:013d}-{secrets.token_hex(6)}"
+
+
+def _prune_versions(versions: str, keep: int, current: str) -> None:
+    fs, path = filesystem(versions)
+    names = _version_names(versions)
     old = [n for n in names if n != current][: max(0, len(names) - keep)]
     for name in old:
         try:

@@ -1,5 +1,6 @@
 """Storage: local paths and s3:// URLs behave the same, writes are atomic (files and whole folders),
 and one output folder has one writer at a time (leases)."""
+import itertools
 import os
 import stat
 import subprocess
@@ -86,6 +87,19 @@ def test_a_published_folder_switches_from_one_whole_version_to_the_next(tmp_path
     storage.publish_folder(url, {"model.safetensors": b"w3", "config.json": b"c3"})
     assert not os.path.exists(seen_by_slow_reader)  # only the newest two versions are kept
     assert sorted(os.listdir(url)) == ["config.json", "model.safetensors"]
+
+
+def test_publications_within_one_millisecond_still_prune_the_oldest_version(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage.time, "time", lambda: 1_800_000_000.0)  # a clock that does not move
+    falling = itertools.count(16 ** 12 - 1, -1)  # random parts that come out in falling order: newest sorts first
+    monkeypatch.setattr(storage.secrets, "token_hex", lambda n=16: f"{next(falling):0{2 * n}x}")
+    url = str(tmp_path / "run" / "best")
+    firsts = []
+    for i in range(4):
+        storage.publish_folder(url, {"w": bytes([i])})
+        firsts.append(storage.resolve_folder(url))
+    assert storage.read_bytes(os.path.join(url, "w")) == bytes([3])
+    assert [os.path.exists(f) for f in firsts] == [False, False, True, True]  # the newest two, whatever the hex
 
 
 def test_publishing_replaces_a_folder_that_was_written_in_place(tmp_path):
