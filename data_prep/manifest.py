@@ -83,7 +83,7 @@ class Manifest:
         if split in (None, "all"):
             return list(self.shards)
         wanted = split.split("+")
-        missing = [w for w in wanted if not any(s.split == w for s in self.shards)]
+        missing = [w for w in wanted if w not in self.splits]
         if missing:
             raise ValueError(f"{self.url}: no shards for split {missing[0]!r}; splits present: {self.splits}")
         return [s for s in self.shards if s.split in wanted]

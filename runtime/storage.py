@@ -228,7 +228,8 @@ def publish_folder(url: str, files: dict[str, bytes], keep: int = 2) -> str:
     if not files:
         raise ValueError("publish_folder needs at least one file")
     versions = _versions_url(url)
-    version = _next_version(versions)
+    older = _version_names(versions)  # listed once: the new version sorts after all of them
+    version = _next_version(older)
     target = join(versions, version)
     for name, data in files.items():
         write_bytes_atomic(child(target, name), data)
@@ -237,11 +238,13 @@ def publish_folder(url: str, files: dict[str, bytes], keep: int = 2) -> str:
     else:
         path = local_path(url.rstrip("/"))
         if os.path.isdir(path) and not os.path.islink(path):  # a folder written in place by an older version
-            os.rename(path, os.path.join(local_path(versions), f"0000000000000-legacy-{secrets.token_hex(6)}"))
+            legacy = f"0000000000000-legacy-{secrets.token_hex(6)}"  # sorts before every published version
+            os.rename(path, os.path.join(local_path(versions), legacy))
+            older.insert(0, legacy)
         link = os.path.join(os.path.dirname(path), unique_name() + "-link")
         os.symlink(os.path.relpath(local_path(target), os.path.dirname(path)), link)
         os.replace(link, path)  # atomic: the old link or the new one, never neither
-    _prune_versions(versions, keep=max(1, keep), current=version)
+    _prune_versions(versions, older, keep=max(1, keep))
     return target
 
 
@@ -266,22 +269,20 @@ def _version_names(versions: str) -> list[str]:
         return []
 
 
-def _next_version(versions: str) -> str:
-    """A version name that sorts after every existing one: the millisecond clock, or one past the newest
-    version when two publications share a millisecond (or the clock stepped back), so pruning by name
-    always removes the oldest."""
+def _next_version(older: list[str]) -> str:
+    """A version name that sorts after every one of ``older`` (oldest first): the millisecond clock, or one
+    past the newest when two publications share a millisecond (or the clock stepped back), so pruning by
+    name always removes the oldest."""
     stamp = int(time.time() * 1000)
-    names = _version_names(versions)
-    if names:
-        stamp = max(stamp, int(names[-1].split("-", 1)[0]) + 1)
+    if older:
+        stamp = max(stamp, int(older[-1].split("-", 1)[0]) + 1)
     return f"{stamp:013d}-{secrets.token_hex(6)}"
 
 
-def _prune_versions(versions: str, keep: int, current: str) -> None:
+def _prune_versions(versions: str, older: list[str], keep: int) -> None:
+    """Remove the oldest of ``older`` so that ``keep`` versions remain, the one just published included."""
     fs, path = filesystem(versions)
-    names = _version_names(versions)
-    old = [n for n in names if n != current][: max(0, len(names) - keep)]
-    for name in old:
+    for name in older[: max(0, len(older) + 1 - keep)]:
         try:
             fs.rm(path.rstrip("/") + "/" + name, recursive=True)
         except FileNotFoundError:
